@@ -1,0 +1,45 @@
+#!/usr/bin/env bash
+# Jupyter + the evcxr Rust kernel for the notebooks, cached outside the work tree.
+# Idempotent. Called by scripts/setup.sh --jupyter.
+set -euo pipefail
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+CACHE="${COVID_CXR_CACHE:-$HOME/.cache/covid-cxr}"
+EVCXR_VERSION=0.22.0
+VENV="$CACHE/jupyter-venv"
+EVCXR_ROOT="$CACHE/evcxr-$EVCXR_VERSION"
+export JUPYTER_PATH="$CACHE/jupyter"
+log() { printf '\033[1;34m[setup-jupyter]\033[0m %s\n' "$*" >&2; }
+
+if [[ ! -x "$VENV/bin/jupyter" || ! -f "$VENV/.complete" ]]; then
+  log "creating a Python venv with Jupyter in $VENV"
+  python3 -m venv "$VENV" 2>/dev/null || { apt-get install -y -qq python3-venv >/dev/null && python3 -m venv "$VENV"; }
+  "$VENV/bin/pip" install -q --upgrade pip
+  "$VENV/bin/pip" install -q "jupyter_client>=8" "nbclient>=0.10" "nbformat>=5.10" "nbconvert>=7" "ipykernel>=6"
+  touch "$VENV/.complete"
+fi
+if [[ ! -x "$EVCXR_ROOT/bin/evcxr_jupyter" ]]; then
+  log "building evcxr_jupyter $EVCXR_VERSION (about 16 minutes on 2 cores, once)"
+  cargo install --locked "evcxr_jupyter@$EVCXR_VERSION" --root "$EVCXR_ROOT"
+fi
+LIBTORCH_DIR="$(readlink -f "$ROOT/.libtorch")"
+KDIR="$JUPYTER_PATH/kernels/rust"
+mkdir -p "$KDIR"
+# The kernel's cell crates link libtorch themselves: give them LIBTORCH and
+# LD_LIBRARY_PATH (an rpath of this package does not reach them).
+cat > "$KDIR/kernel.json.tmp" <<JSON
+{
+  "argv": ["$EVCXR_ROOT/bin/evcxr_jupyter", "--control_file", "{connection_file}"],
+  "display_name": "Rust (covid-cxr)",
+  "language": "rust",
+  "interrupt_mode": "message",
+  "env": {
+    "LIBTORCH": "$LIBTORCH_DIR",
+    "LD_LIBRARY_PATH": "$LIBTORCH_DIR/lib",
+    "EVCXR_TMPDIR": "$CACHE/evcxr-tmp",
+    "CARGO_TARGET_DIR": "$CACHE/evcxr-target"
+  }
+}
+JSON
+mv "$KDIR/kernel.json.tmp" "$KDIR/kernel.json"
+mkdir -p "$CACHE/evcxr-tmp"
+log "kernel 'rust' installed in $KDIR (JUPYTER_PATH=$JUPYTER_PATH)"

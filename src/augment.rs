@@ -1,0 +1,665 @@
+//! Augmentation with Augmentor's semantics (the notebook's first cell).
+//!
+//! ```text
+//! p = Augmentor.Pipeline("data/covid")            Pipeline::new("data/covid")?
+//! p.rotate(0.7, 10, 10)                           .rotate(0.7, 10, 10)
+//! p.random_distortion(1, 4, 4, 8)                 .random_distortion(1.0, 4, 4, 8)
+//! p.flip_left_right(1)                            .flip_left_right(1.0)
+//! p.sample(580)                                   .seed(1).sample(580)?
+//! ```
+//!
+//! Semantics kept from Augmentor (`Operations.py`, `Pipeline.py`):
+//! * an operation fires when `round(uniform(0, 1), 1) <= probability` (so 0.7 fires ~75% of the time);
+//! * `rotate`: an integer angle, a fair coin picks left (`randint(-max_left, 0)`) or right
+//!   (`randint(0, max_right)`); the image is rotated with an expanded canvas, the largest
+//!   inscribed rectangle (Augmentor's formula) is cropped and resized back to the original size;
+//! * `random_distortion`: a `grid_width x grid_height` grid (the last row and column take
+//!   the remainder), every interior vertex moved by integer `dx, dy` in `[-magnitude, magnitude]`
+//!   pixels, the four tiles meeting at a vertex share its move, each tile warped by a bilinear
+//!   quadrilateral mapping (PIL's `MESH`/`QUAD`);
+//! * `flip_left_right`: a mirror;
+//! * `sample(n)` draws `n` images with replacement and writes them to `<folder>/output/` as
+//!   `<class>_original_<file name>_<uuid>.<format>`; `process()` runs every image once.
+//!
+//! One difference, on purpose: the geometric operations of one image are composed into a
+//! single coordinate map and the image is resampled once (bicubic, a = -0.5 as PIL), instead of
+//! once per operation. The geometry is the same; the result is sharper and several times faster.
+//! Randomness comes from a seed: the same seed gives the same files, whatever the thread count.
+
+use crate::error::{Error, IoContext, Result};
+use crate::imageio::{self, list_images};
+use image::{DynamicImage, ImageBuffer, ImageFormat, Pixel};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use rayon::prelude::*;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Mutex;
+
+/// One operation of a [`Pipeline`].
+#[derive(Debug, Clone, PartialEq)]
+pub enum Operation {
+    /// Augmentor's `rotate(probability, max_left_rotation, max_right_rotation)`.
+    Rotate { probability: f64, max_left: u32, max_right: u32 },
+    /// Augmentor's `random_distortion(probability, grid_width, grid_height, magnitude)`.
+    Distort { probability: f64, grid_width: u32, grid_height: u32, magnitude: u32 },
+    /// Augmentor's `flip_left_right(probability)`.
+    FlipLeftRight { probability: f64 },
+}
+
+/// Whether an operation with `probability` fires, by Augmentor's rule
+/// `round(uniform(0, 1), 1) <= probability`.
+///
+/// ```
+/// use rand::SeedableRng;
+/// let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(0);
+/// let n = (0..10_000).filter(|_| covid_cxr::augment::fires(&mut rng, 0.7)).count();
+/// assert!((7_200..7_800).contains(&n), "{n}"); // ~75%, not 70%
+/// ```
+pub fn fires(rng: &mut impl Rng, probability: f64) -> bool {
+    let u: f64 = rng.random::<f64>();
+    ((u * 10.0).round() / 10.0) <= probability
+}
+
+/// An inverse coordinate map: output point -> source point (continuous pixel coordinates,
+/// pixel `i` covering `[i, i + 1)`).
+#[derive(Debug, Clone)]
+enum Step {
+    /// Rotation by `deg` (counter-clockwise, as PIL), expanded canvas, inscribed crop, resize back.
+    Rotate { deg: i32 },
+    /// Mesh warp: per-tile output boxes and source quads (UL, LL, LR, UR).
+    Mesh { tiles: Vec<([f32; 4], [f32; 8])>, grid_w: usize, grid_h: usize, tile_w: f32, tile_h: f32 },
+    /// Mirror.
+    Flip,
+}
+
+/// The random draws of one image through a pipeline: which steps fire, with which parameters.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    steps: Vec<Step>,
+}
+
+impl Plan {
+    /// The rotation angles, in order, that this plan applies (for inspection and tests).
+    pub fn rotations(&self) -> Vec<i32> {
+        self.steps.iter().filter_map(|s| if let Step::Rotate { deg } = s { Some(*deg) } else { None }).collect()
+    }
+    /// Whether this plan mirrors the image.
+    pub fn flips(&self) -> bool {
+        self.steps.iter().filter(|s| matches!(s, Step::Flip)).count() % 2 == 1
+    }
+    /// Number of operations that fired.
+    pub fn len(&self) -> usize {
+        self.steps.len()
+    }
+    /// Whether no operation fired.
+    pub fn is_empty(&self) -> bool {
+        self.steps.is_empty()
+    }
+}
+
+/// Augmentor's inscribed rectangle after rotating a `w x h` image by `deg` degrees with an
+/// expanded canvas: returns the canvas size and the crop box `(left, top, right, bottom)`.
+///
+/// ```
+/// let ((cw, ch), (l, t, r, b)) = covid_cxr::augment::rotation_crop(400, 400, 10);
+/// assert!(cw > 400 && ch > 400);
+/// assert!(l > 0 && t > 0 && r < cw as i64 && b < ch as i64);
+/// ```
+pub fn rotation_crop(w: u32, h: u32, deg: i32) -> ((u32, u32), (i64, i64, i64, i64)) {
+    let th = (deg as f64).to_radians();
+    let (c, s) = (th.cos(), th.sin());
+    // PIL's expand: bounding box of the rotated corners.
+    let (wf, hf) = (w as f64, h as f64);
+    let corners = [(-wf / 2.0, -hf / 2.0), (wf / 2.0, -hf / 2.0), (wf / 2.0, hf / 2.0), (-wf / 2.0, hf / 2.0)];
+    let xs: Vec<f64> = corners.iter().map(|(x, y)| c * x + s * y).collect();
+    let ys: Vec<f64> = corners.iter().map(|(x, y)| -s * x + c * y).collect();
+    let fmax = |v: &[f64]| v.iter().cloned().fold(f64::MIN, f64::max);
+    let fmin = |v: &[f64]| v.iter().cloned().fold(f64::MAX, f64::min);
+    let big_x = ((fmax(&xs) - 1e-9).ceil() - (fmin(&xs) + 1e-9).floor()) as i64;
+    let big_y = ((fmax(&ys) - 1e-9).ceil() - (fmin(&ys) + 1e-9).floor()) as i64;
+    if deg == 0 {
+        return ((w, h), (0, 0, w as i64, h as i64));
+    }
+    // Augmentor's formula, including its `E / 1 - ...` precedence, applied to the exact extent
+    // of the rotated image (PIL's integer canvas adds up to a pixel of black margin, which with
+    // Augmentor's rounding can leave black corners); the box is rounded inwards.
+    let a = (deg.unsigned_abs() as f64).to_radians();
+    let b = (90.0 - deg.unsigned_abs() as f64).to_radians();
+    let (sa, sb) = (a.sin(), b.sin());
+    let (xx, yy) = (wf * a.cos() + hf * sa, hf * a.cos() + wf * sa);
+    let (ox, oy) = ((big_x as f64 - xx) / 2.0, (big_y as f64 - yy) / 2.0);
+    let mut e = sa / sb * (yy - xx * (sa / sb));
+    e = e / 1.0 - (sa * sa / (sb * sb));
+    let bb = xx - e;
+    let aa = (sa / sb) * bb;
+    let (l, t) = ((ox + e - 1e-6).ceil() as i64, (oy + aa - 1e-6).ceil() as i64);
+    let (r, btm) = ((ox + xx - e + 1e-6).floor() as i64, (oy + yy - aa + 1e-6).floor() as i64);
+    ((big_x as u32, big_y as u32), (l, t, r.max(l + 1), btm.max(t + 1)))
+}
+
+impl Step {
+    /// Maps an output point of this step to a point of its input (both `w x h`).
+    fn inverse(&self, w: u32, h: u32, x: f32, y: f32) -> (f32, f32) {
+        match self {
+            Step::Flip => (w as f32 - x, y),
+            Step::Rotate { deg } => {
+                let ((cw, ch), (l, t, r, b)) = rotation_crop(w, h, *deg);
+                // resize: output -> crop box
+                let cx = l as f32 + x * (r - l) as f32 / w as f32;
+                let cy = t as f32 + y * (b - t) as f32 / h as f32;
+                // canvas -> source (inverse of a counter-clockwise rotation about the centres)
+                let th = (*deg as f32).to_radians();
+                let (c, s) = (th.cos(), th.sin());
+                let (px, py) = (cx - cw as f32 / 2.0, cy - ch as f32 / 2.0);
+                (c * px - s * py + w as f32 / 2.0, s * px + c * py + h as f32 / 2.0)
+            }
+            Step::Mesh { tiles, grid_w, grid_h, tile_w, tile_h } => {
+                let i = ((x / tile_w) as usize).min(grid_w - 1);
+                let j = ((y / tile_h) as usize).min(grid_h - 1);
+                let (bx, q) = &tiles[j * grid_w + i];
+                let (bw, bh) = (bx[2] - bx[0], bx[3] - bx[1]);
+                let (u, v) = (x - bx[0], y - bx[1]);
+                // PIL quad_transform: a0 + a1 u + a2 v + a3 u v
+                let ax = [q[0], (q[6] - q[0]) / bw, (q[2] - q[0]) / bh, (q[4] - q[2] - q[6] + q[0]) / (bw * bh)];
+                let ay = [q[1], (q[7] - q[1]) / bw, (q[3] - q[1]) / bh, (q[5] - q[3] - q[7] + q[1]) / (bw * bh)];
+                (ax[0] + ax[1] * u + ax[2] * v + ax[3] * u * v, ay[0] + ay[1] * u + ay[2] * v + ay[3] * u * v)
+            }
+        }
+    }
+}
+
+fn mesh(rng: &mut impl Rng, w: u32, h: u32, gw: u32, gh: u32, magnitude: u32) -> Step {
+    let (gw, gh) = (gw.max(1) as usize, gh.max(1) as usize);
+    let sq_w = (w as usize / gw) as f32;
+    let sq_h = (h as usize / gh) as f32;
+    let mut dims = Vec::with_capacity(gw * gh);
+    for j in 0..gh {
+        for i in 0..gw {
+            let x1 = i as f32 * sq_w;
+            let y1 = j as f32 * sq_h;
+            let x2 = if i == gw - 1 { w as f32 } else { x1 + sq_w };
+            let y2 = if j == gh - 1 { h as f32 } else { y1 + sq_h };
+            dims.push([x1, y1, x2, y2]);
+        }
+    }
+    let mut polys: Vec<[f32; 8]> = dims.iter().map(|&[x1, y1, x2, y2]| [x1, y1, x1, y2, x2, y2, x2, y1]).collect();
+    let m = magnitude as i64;
+    for j in 0..gh.saturating_sub(1) {
+        for i in 0..gw.saturating_sub(1) {
+            let a = j * gw + i;
+            let (b, c, d) = (a + 1, a + gw, a + gw + 1);
+            let dx = rng.random_range(-m..=m) as f32;
+            let dy = rng.random_range(-m..=m) as f32;
+            polys[a][4] += dx; // lower right of a
+            polys[a][5] += dy;
+            polys[b][2] += dx; // lower left of b
+            polys[b][3] += dy;
+            polys[c][6] += dx; // upper right of c
+            polys[c][7] += dy;
+            polys[d][0] += dx; // upper left of d
+            polys[d][1] += dy;
+        }
+    }
+    Step::Mesh {
+        tiles: dims.into_iter().zip(polys).collect(),
+        grid_w: gw,
+        grid_h: gh,
+        tile_w: sq_w.max(1.0),
+        tile_h: sq_h.max(1.0),
+    }
+}
+
+/// Draws the random parameters of `ops` for one `w x h` image.
+pub fn plan(ops: &[Operation], rng: &mut impl Rng, w: u32, h: u32) -> Plan {
+    let mut steps = Vec::new();
+    for op in ops {
+        match *op {
+            Operation::Rotate { probability, max_left, max_right } => {
+                if fires(rng, probability) {
+                    let left = rng.random_range(-(max_left as i32)..=0);
+                    let right = rng.random_range(0..=max_right as i32);
+                    let deg = if rng.random_range(0..=1) == 0 { left } else { right };
+                    if deg != 0 {
+                        steps.push(Step::Rotate { deg });
+                    }
+                }
+            }
+            Operation::Distort { probability, grid_width, grid_height, magnitude } => {
+                if fires(rng, probability) {
+                    steps.push(mesh(rng, w, h, grid_width, grid_height, magnitude));
+                }
+            }
+            Operation::FlipLeftRight { probability } => {
+                if fires(rng, probability) {
+                    steps.push(Step::Flip);
+                }
+            }
+        }
+    }
+    Plan { steps }
+}
+
+trait Sample: Copy + Send + Sync {
+    fn to_f32(self) -> f32;
+    fn from_f32(v: f32) -> Self;
+}
+impl Sample for u8 {
+    fn to_f32(self) -> f32 {
+        self as f32
+    }
+    fn from_f32(v: f32) -> Self {
+        v.round().clamp(0.0, 255.0) as u8
+    }
+}
+impl Sample for u16 {
+    fn to_f32(self) -> f32 {
+        self as f32
+    }
+    fn from_f32(v: f32) -> Self {
+        v.round().clamp(0.0, 65535.0) as u16
+    }
+}
+
+fn cubic(t: f32) -> [f32; 4] {
+    // Keys cubic with a = -0.5 (PIL's bicubic)
+    const A: f32 = -0.5;
+    let f = |x: f32| {
+        let x = x.abs();
+        if x < 1.0 {
+            ((A + 2.0) * x - (A + 3.0)) * x * x + 1.0
+        } else if x < 2.0 {
+            (((x - 5.0) * x + 8.0) * x - 4.0) * A
+        } else {
+            0.0
+        }
+    };
+    [f(t + 1.0), f(t), f(1.0 - t), f(2.0 - t)]
+}
+
+fn warp<P>(src: &ImageBuffer<P, Vec<P::Subpixel>>, plan: &Plan) -> ImageBuffer<P, Vec<P::Subpixel>>
+where
+    P: Pixel,
+    P::Subpixel: Sample,
+{
+    let (w, h) = src.dimensions();
+    let ch = P::CHANNEL_COUNT as usize;
+    let raw: &[P::Subpixel] = src.as_raw();
+    let mut out: Vec<P::Subpixel> = vec![P::Subpixel::from_f32(0.0); raw.len()];
+    out.par_chunks_mut(w as usize * ch).enumerate().for_each(|(y, row)| {
+        let mut acc = [0f32; 4];
+        for x in 0..w as usize {
+            let (mut sx, mut sy) = (x as f32 + 0.5, y as f32 + 0.5);
+            for step in plan.steps.iter().rev() {
+                (sx, sy) = step.inverse(w, h, sx, sy);
+            }
+            if !(sx >= 0.0 && sy >= 0.0 && sx < w as f32 && sy < h as f32) {
+                continue; // outside: black, as PIL
+            }
+            let (fx, fy) = (sx - 0.5, sy - 0.5);
+            let (x0, y0) = (fx.floor(), fy.floor());
+            let (kx, ky) = (cubic(fx - x0), cubic(fy - y0));
+            acc[..ch].iter_mut().for_each(|a| *a = 0.0);
+            for (j, wy) in ky.iter().enumerate() {
+                let yy = (y0 as i64 - 1 + j as i64).clamp(0, h as i64 - 1) as usize;
+                for (i, wx) in kx.iter().enumerate() {
+                    let xx = (x0 as i64 - 1 + i as i64).clamp(0, w as i64 - 1) as usize;
+                    let base = (yy * w as usize + xx) * ch;
+                    let wgt = wx * wy;
+                    for c in 0..ch {
+                        acc[c] += wgt * raw[base + c].to_f32();
+                    }
+                }
+            }
+            for c in 0..ch {
+                row[x * ch + c] = P::Subpixel::from_f32(acc[c]);
+            }
+        }
+    });
+    ImageBuffer::from_raw(w, h, out).expect("same size")
+}
+
+/// Applies a drawn [`Plan`] to an image, keeping its colour type (8/16-bit grayscale, RGB, RGBA;
+/// other types are converted to 8-bit RGBA).
+pub fn apply(img: &DynamicImage, plan: &Plan) -> DynamicImage {
+    if plan.is_empty() {
+        return img.clone();
+    }
+    match img {
+        DynamicImage::ImageLuma8(b) => DynamicImage::ImageLuma8(warp(b, plan)),
+        DynamicImage::ImageLumaA8(b) => DynamicImage::ImageLumaA8(warp(b, plan)),
+        DynamicImage::ImageRgb8(b) => DynamicImage::ImageRgb8(warp(b, plan)),
+        DynamicImage::ImageRgba8(b) => DynamicImage::ImageRgba8(warp(b, plan)),
+        DynamicImage::ImageLuma16(b) => DynamicImage::ImageLuma16(warp(b, plan)),
+        DynamicImage::ImageLumaA16(b) => DynamicImage::ImageLumaA16(warp(b, plan)),
+        DynamicImage::ImageRgb16(b) => DynamicImage::ImageRgb16(warp(b, plan)),
+        DynamicImage::ImageRgba16(b) => DynamicImage::ImageRgba16(warp(b, plan)),
+        other => DynamicImage::ImageRgba8(warp(&other.to_rgba8(), plan)),
+    }
+}
+
+/// What a [`Pipeline::sample`] or [`Pipeline::process`] run did.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct AugmentReport {
+    /// Files written, in sample order.
+    pub written: Vec<PathBuf>,
+    /// Source files that could not be read, each with the reason; they were skipped.
+    pub skipped: Vec<(PathBuf, String)>,
+}
+
+/// An Augmentor-style pipeline over the images of one folder.
+#[derive(Debug, Clone)]
+pub struct Pipeline {
+    source: PathBuf,
+    output: PathBuf,
+    files: Vec<PathBuf>,
+    ops: Vec<Operation>,
+    seed: u64,
+    class_label: String,
+}
+
+impl Pipeline {
+    /// A pipeline over the image files of `source` (sorted; hidden and non-image files
+    /// skipped), writing to `source/output/`, seed 0.
+    pub fn new(source: impl AsRef<Path>) -> Result<Self> {
+        let source = source.as_ref().to_path_buf();
+        if !source.is_dir() {
+            return Err(Error::dataset(&source, "not a folder"));
+        }
+        let files = list_images(&source)?;
+        if files.is_empty() {
+            return Err(Error::dataset(&source, "no image files in this folder"));
+        }
+        let class_label = source
+            .canonicalize()
+            .ok()
+            .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
+            .unwrap_or_else(|| "images".into());
+        Ok(Pipeline { output: source.join("output"), source, files, ops: Vec::new(), seed: 0, class_label })
+    }
+
+    /// Sets the seed of every random draw.
+    pub fn seed(mut self, seed: u64) -> Self {
+        self.seed = seed;
+        self
+    }
+
+    /// Writes to `dir` instead of `<source>/output`.
+    pub fn output_directory(mut self, dir: impl AsRef<Path>) -> Self {
+        self.output = dir.as_ref().to_path_buf();
+        self
+    }
+
+    /// Augmentor's `rotate(probability, max_left_rotation, max_right_rotation)` (degrees, at most 25).
+    pub fn rotate(mut self, probability: f64, max_left: u32, max_right: u32) -> Self {
+        self.ops.push(Operation::Rotate { probability, max_left: max_left.min(25), max_right: max_right.min(25) });
+        self
+    }
+
+    /// Augmentor's `random_distortion(probability, grid_width, grid_height, magnitude)`.
+    pub fn random_distortion(mut self, probability: f64, grid_width: u32, grid_height: u32, magnitude: u32) -> Self {
+        self.ops.push(Operation::Distort { probability, grid_width, grid_height, magnitude });
+        self
+    }
+
+    /// Augmentor's `flip_left_right(probability)`.
+    pub fn flip_left_right(mut self, probability: f64) -> Self {
+        self.ops.push(Operation::FlipLeftRight { probability });
+        self
+    }
+
+    /// The operations, in order.
+    pub fn operations(&self) -> &[Operation] {
+        &self.ops
+    }
+
+    /// The source image files.
+    pub fn files(&self) -> &[PathBuf] {
+        &self.files
+    }
+
+    /// The output folder.
+    pub fn output(&self) -> &Path {
+        &self.output
+    }
+
+    /// Draws `n` images with replacement, runs each through the pipeline and writes it to the
+    /// output folder. Unreadable source files are reported in the result and skipped (another
+    /// image is drawn instead).
+    pub fn sample(&self, n: usize) -> Result<AugmentReport> {
+        self.sample_with_progress(n, |_| {})
+    }
+
+    /// [`Pipeline::sample`], calling `progress(done)` after each written image.
+    pub fn sample_with_progress(&self, n: usize, progress: impl Fn(usize) + Sync) -> Result<AugmentReport> {
+        let mut rng = ChaCha8Rng::seed_from_u64(self.seed);
+        let picks: Vec<(usize, u64)> = (0..n).map(|_| (rng.random_range(0..self.files.len()), rng.random())).collect();
+        self.run(picks, true, progress)
+    }
+
+    /// Runs every source image through the pipeline once (Augmentor's `process()`).
+    pub fn process(&self) -> Result<AugmentReport> {
+        let mut rng = ChaCha8Rng::seed_from_u64(self.seed);
+        let picks: Vec<(usize, u64)> = (0..self.files.len()).map(|i| (i, rng.random())).collect();
+        self.run(picks, false, |_| {})
+    }
+
+    fn run(&self, picks: Vec<(usize, u64)>, redraw: bool, progress: impl Fn(usize) + Sync) -> Result<AugmentReport> {
+        if self.ops.is_empty() {
+            return Err(Error::invalid("the pipeline has no operations"));
+        }
+        for op in &self.ops {
+            let p = match op {
+                Operation::Rotate { probability, .. }
+                | Operation::Distort { probability, .. }
+                | Operation::FlipLeftRight { probability } => *probability,
+            };
+            if !(0.0..=1.0).contains(&p) {
+                return Err(Error::invalid(format!("probability {p} is outside [0, 1]")));
+            }
+        }
+        std::fs::create_dir_all(&self.output).at("create folder", &self.output)?;
+        let bad: Mutex<Vec<(usize, String)>> = Mutex::new(Vec::new());
+        let done = AtomicUsize::new(0);
+        let n_files = self.files.len();
+        let results: Vec<Result<Option<PathBuf>>> = picks
+            .par_iter()
+            .map(|&(first, sample_seed)| {
+                let mut rng = ChaCha8Rng::seed_from_u64(sample_seed);
+                let mut idx = first;
+                for _attempt in 0..n_files {
+                    let known_bad = bad.lock().unwrap().iter().any(|(i, _)| *i == idx);
+                    if !known_bad {
+                        let path = &self.files[idx];
+                        match std::fs::read(path)
+                            .at("read", path)
+                            .and_then(|b| Ok((imageio::decode_bytes(path, &b)?, b)))
+                        {
+                            Ok((img, bytes)) => {
+                                let p = plan(&self.ops, &mut rng, img.width(), img.height());
+                                let out = apply(&img, &p);
+                                let fmt = image::guess_format(&bytes).unwrap_or(ImageFormat::Png);
+                                let dest = self.output.join(self.output_name(path, fmt, &mut rng));
+                                imageio::save_image(&out, &dest, false)?;
+                                progress(done.fetch_add(1, Ordering::Relaxed) + 1);
+                                return Ok(Some(dest));
+                            }
+                            Err(e) => {
+                                let mut b = bad.lock().unwrap();
+                                if !b.iter().any(|(i, _)| *i == idx) {
+                                    b.push((idx, e.to_string()));
+                                }
+                            }
+                        }
+                    }
+                    if !redraw {
+                        return Ok(None);
+                    }
+                    idx = rng.random_range(0..n_files);
+                }
+                Err(Error::dataset(&self.source, "no readable image in this folder"))
+            })
+            .collect();
+        let mut report = AugmentReport::default();
+        for r in results {
+            if let Some(p) = r? {
+                report.written.push(p);
+            }
+        }
+        let mut bad = bad.into_inner().unwrap();
+        bad.sort();
+        report.skipped = bad.into_iter().map(|(i, e)| (self.files[i].clone(), e)).collect();
+        Ok(report)
+    }
+
+    fn output_name(&self, path: &Path, fmt: ImageFormat, rng: &mut impl Rng) -> String {
+        let ext = match fmt {
+            ImageFormat::Jpeg => "jpeg",
+            ImageFormat::Png => "png",
+            ImageFormat::Bmp => "bmp",
+            ImageFormat::Tiff => "tiff",
+            ImageFormat::Gif => "png",
+            ImageFormat::WebP => "png",
+            _ => "png",
+        };
+        let base = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        format!("{}_original_{}_{}.{}", self.class_label, base, uuid4(rng), ext)
+    }
+}
+
+/// A version-4 UUID string drawn from `rng` (deterministic for a seed).
+///
+/// ```
+/// use rand::SeedableRng;
+/// let u = covid_cxr::augment::uuid4(&mut rand_chacha::ChaCha8Rng::seed_from_u64(1));
+/// assert_eq!(u.len(), 36);
+/// assert_eq!(&u[14..15], "4");
+/// ```
+pub fn uuid4(rng: &mut impl Rng) -> String {
+    let mut b: [u8; 16] = rng.random();
+    b[6] = (b[6] & 0x0f) | 0x40;
+    b[8] = (b[8] & 0x3f) | 0x80;
+    let h: String = b.iter().map(|x| format!("{x:02x}")).collect();
+    format!("{}-{}-{}-{}-{}", &h[0..8], &h[8..12], &h[12..16], &h[16..20], &h[20..32])
+}
+
+/// The notebook's next step: moves every file of `<class_dir>/output/` into `<class_dir>/`.
+///
+/// Nothing is overwritten: if any file name exists already in the class folder, no file is
+/// moved and the error names it. The emptied `output/` folder is removed. Returns the new paths.
+pub fn move_into_class(class_dir: impl AsRef<Path>) -> Result<Vec<PathBuf>> {
+    let class_dir = class_dir.as_ref();
+    let out = class_dir.join("output");
+    if !out.is_dir() {
+        return Err(Error::dataset(&out, "no output folder to move from (run sample() first)"));
+    }
+    let mut files = Vec::new();
+    for e in std::fs::read_dir(&out).at("list folder", &out)? {
+        let p = e.at("list folder", &out)?.path();
+        if p.is_file() && !imageio::is_hidden(&p) {
+            files.push(p);
+        }
+    }
+    files.sort();
+    let targets: Vec<PathBuf> = files.iter().map(|p| class_dir.join(p.file_name().expect("file"))).collect();
+    if let Some(t) = targets.iter().find(|t| t.exists()) {
+        return Err(Error::WouldOverwrite {
+            path: t.clone(),
+            reason: "a file of that name is already in the class folder; nothing was moved".into(),
+        });
+    }
+    let mut moved = Vec::new();
+    for (src, dst) in files.iter().zip(&targets) {
+        // hard link then unlink: fails rather than overwrite if dst appeared meanwhile
+        match std::fs::hard_link(src, dst) {
+            Ok(()) => std::fs::remove_file(src).at("remove", src)?,
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                return Err(Error::WouldOverwrite { path: dst.clone(), reason: "appeared while moving".into() })
+            }
+            Err(_) => std::fs::rename(src, dst).at("move", src)?,
+        }
+        moved.push(dst.clone());
+    }
+    let _ = std::fs::remove_dir(&out); // only if empty
+    Ok(moved)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use image::{GrayImage, Luma};
+
+    fn gradient(w: u32, h: u32) -> DynamicImage {
+        DynamicImage::ImageLuma8(GrayImage::from_fn(w, h, |x, y| Luma([((x * 3 + y * 5) % 256) as u8])))
+    }
+
+    #[test]
+    fn flip_is_exact_mirror() {
+        let img = gradient(37, 21);
+        let p = Plan { steps: vec![Step::Flip] };
+        let out = apply(&img, &p).to_luma8();
+        let src = img.to_luma8();
+        for y in 0..21 {
+            for x in 0..37 {
+                assert_eq!(out.get_pixel(x, y), src.get_pixel(36 - x, y));
+            }
+        }
+    }
+
+    #[test]
+    fn zero_magnitude_mesh_is_identity() {
+        let img = gradient(40, 30);
+        let mut rng = ChaCha8Rng::seed_from_u64(0);
+        let p = Plan { steps: vec![mesh(&mut rng, 40, 30, 4, 4, 0)] };
+        assert_eq!(apply(&img, &p).to_luma8(), img.to_luma8());
+    }
+
+    #[test]
+    fn mesh_is_continuous_and_moves_interior_only() {
+        let mut rng = ChaCha8Rng::seed_from_u64(3);
+        let s = mesh(&mut rng, 100, 80, 4, 4, 8);
+        // border points map to themselves
+        for &(x, y) in &[(0.0, 0.0), (100.0, 40.0), (50.0, 80.0), (0.0, 33.0)] {
+            let (a, b) = s.inverse(100, 80, x, y);
+            assert!((a - x).abs() < 1e-3 && (b - y).abs() < 1e-3, "({x},{y}) -> ({a},{b})");
+        }
+        // continuity across a tile edge
+        let (a1, b1) = s.inverse(100, 80, 24.999, 30.0);
+        let (a2, b2) = s.inverse(100, 80, 25.001, 30.0);
+        assert!((a1 - a2).abs() < 0.05 && (b1 - b2).abs() < 0.05);
+    }
+
+    #[test]
+    fn rotation_crop_has_no_black_corners() {
+        // Augmentor's crop formula on the exact rotated extent: no black corners, square or not.
+        for (w, h) in [(120u32, 120u32), (160, 120), (120, 150)] {
+            let img = DynamicImage::ImageLuma8(GrayImage::from_pixel(w, h, Luma([200])));
+            for deg in [-10, -3, 5, 10] {
+                let out = apply(&img, &Plan { steps: vec![Step::Rotate { deg }] }).to_luma8();
+                assert_eq!(out.dimensions(), (w, h));
+                let dark: Vec<(u32, u32)> =
+                    out.enumerate_pixels().filter(|p| p.2[0] < 195).map(|p| (p.0, p.1)).collect();
+                assert!(
+                    dark.is_empty(),
+                    "deg {deg}: {} dark pixels, e.g. {:?}",
+                    dark.len(),
+                    &dark[..dark.len().min(10)]
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn rotation_angles_are_integers_in_range() {
+        let ops = [Operation::Rotate { probability: 1.0, max_left: 10, max_right: 10 }];
+        let mut rng = ChaCha8Rng::seed_from_u64(9);
+        let mut seen = std::collections::HashSet::new();
+        for _ in 0..500 {
+            for d in plan(&ops, &mut rng, 50, 50).rotations() {
+                assert!((-10..=10).contains(&d));
+                seen.insert(d);
+            }
+        }
+        assert!(seen.contains(&-10) && seen.contains(&10));
+    }
+}

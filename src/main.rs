@@ -1,0 +1,294 @@
+//! `covid-cxr`: the notebook's pipeline from the command line. A thin layer over the same
+//! library functions the notebooks call; errors are reported with their context.
+
+use anyhow::{bail, Context, Result};
+use clap::{Parser, Subcommand};
+use covid_cxr::prelude::*;
+use indicatif::{ProgressBar, ProgressStyle};
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+#[derive(Parser)]
+#[command(
+    name = "covid-cxr",
+    version,
+    about = "COVID-19 detection from chest X-rays: transfer learning and explanations on libtorch"
+)]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Write synthetic chest films (an ImageFolder: covid/, normal/, pneumonia/). Not diagnostic.
+    Synth {
+        /// Output folder.
+        #[arg(long)]
+        out: PathBuf,
+        /// Images per class.
+        #[arg(long, default_value_t = 40)]
+        per_class: usize,
+        /// Seed.
+        #[arg(long, default_value_t = 1337)]
+        seed: u64,
+    },
+    /// Augment the images of one folder with the notebook's Augmentor pipeline
+    /// (rotate 0.7/10/10, random_distortion 1/4/4/8, flip_left_right 1).
+    Augment {
+        /// The class folder to augment (e.g. data/covid).
+        dir: PathBuf,
+        /// Number of images to sample (with replacement).
+        #[arg(long)]
+        sample: Option<usize>,
+        /// Run every image once instead (Augmentor's process()).
+        #[arg(long, conflicts_with = "sample")]
+        process: bool,
+        /// Seed.
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        /// Then move the generated files from DIR/output/ into DIR/ (never overwriting).
+        #[arg(long)]
+        move_into_class: bool,
+    },
+    /// Split class folders into train/val(/test), split-folders' ratio semantics.
+    Split {
+        /// Input ImageFolder.
+        input: PathBuf,
+        /// Output folder (must be empty or absent).
+        output: PathBuf,
+        /// Ratios, e.g. 0.8,0.2 or 0.8,0.1,0.1.
+        #[arg(long, default_value = "0.8,0.2", value_delimiter = ',')]
+        ratio: Vec<f64>,
+        /// Seed.
+        #[arg(long, default_value_t = 1337)]
+        seed: u64,
+        /// Keep groups together: prefix:DELIM (file-name prefix) or MANIFEST.csv:COLUMN.
+        #[arg(long)]
+        group_by: Option<String>,
+        /// Move files instead of copying them.
+        #[arg(long = "move")]
+        move_files: bool,
+    },
+    /// Load one batch with the notebook's transforms and save its labelled grid as PNG.
+    Grid {
+        /// An ImageFolder (e.g. split/train).
+        data: PathBuf,
+        /// Output picture (.png or .svg).
+        #[arg(long)]
+        out: PathBuf,
+        /// Batch size.
+        #[arg(long, default_value_t = 8)]
+        batch_size: usize,
+        /// Use the training transform (random crop, flip) instead of the validation one.
+        #[arg(long)]
+        train_transform: bool,
+        /// Image size.
+        #[arg(long, default_value_t = 299)]
+        size: u32,
+        /// Seed.
+        #[arg(long, default_value_t = 1337)]
+        seed: u64,
+    },
+    /// The main job end to end on the embedded synthetic default: synth, augment, split, load,
+    /// grid picture. Writes into a new folder, renamed into place only when complete.
+    Demo {
+        /// Output folder (must not exist); default runs/demo-<time>.
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Synthetic images per class.
+        #[arg(long, default_value_t = 40)]
+        per_class: usize,
+        /// Seed.
+        #[arg(long, default_value_t = 1337)]
+        seed: u64,
+    },
+    /// Throughput benchmark: decode + transform, and augmentation sample(), images/s.
+    Bench {
+        /// An ImageFolder (default: ../shared/data/cxr-small/train if present, else synthetic).
+        #[arg(long)]
+        data: Option<PathBuf>,
+        /// Images to augment.
+        #[arg(long, default_value_t = 200)]
+        augment_samples: usize,
+        /// Write the figures as JSON here.
+        #[arg(long)]
+        json: Option<PathBuf>,
+    },
+}
+
+fn bar(len: u64, msg: &str) -> ProgressBar {
+    let pb = ProgressBar::new(len);
+    pb.set_style(
+        ProgressStyle::with_template("{msg:>12} [{bar:40}] {pos}/{len} {per_sec} eta {eta}")
+            .unwrap()
+            .progress_chars("=> "),
+    );
+    pb.set_message(msg.to_string());
+    pb
+}
+
+fn synth(out: &Path, per_class: usize, seed: u64) -> Result<()> {
+    let cfg = SynthConfig::new(per_class, seed);
+    let pb = bar((per_class * 3) as u64, "synth");
+    covid_cxr::synth::generate_with_progress(out, &cfg, |n| pb.set_position(n as u64))
+        .with_context(|| format!("writing synthetic films to {}", out.display()))?;
+    pb.finish();
+    eprintln!("wrote {} synthetic films per class to {} (synthetic, not diagnostic)", per_class, out.display());
+    Ok(())
+}
+
+fn notebook_pipeline(dir: &Path, seed: u64) -> Result<Pipeline> {
+    Ok(Pipeline::new(dir)?.seed(seed).rotate(0.7, 10, 10).random_distortion(1.0, 4, 4, 8).flip_left_right(1.0))
+}
+
+fn augment(dir: &Path, sample: Option<usize>, process: bool, seed: u64, mv: bool) -> Result<()> {
+    let p = notebook_pipeline(dir, seed).with_context(|| format!("augmenting {}", dir.display()))?;
+    let report = if process {
+        p.process()?
+    } else {
+        let n = sample.context("give --sample N or --process")?;
+        let pb = bar(n as u64, "augment");
+        let r = p.sample_with_progress(n, |k| pb.set_position(k as u64))?;
+        pb.finish();
+        r
+    };
+    for (path, why) in &report.skipped {
+        eprintln!("skipped unreadable file {}: {why}", path.display());
+    }
+    eprintln!(
+        "wrote {} images to {}; {} unreadable file(s) skipped",
+        report.written.len(),
+        p.output().display(),
+        report.skipped.len()
+    );
+    if mv {
+        let moved = move_into_class(dir)?;
+        eprintln!("moved {} files into {}", moved.len(), dir.display());
+    }
+    Ok(())
+}
+
+fn split(input: &Path, output: &Path, ratio: Vec<f64>, seed: u64, group_by: Option<String>, mv: bool) -> Result<()> {
+    let mut cfg = SplitConfig::new(&ratio, seed);
+    cfg.move_files = mv;
+    if let Some(g) = group_by {
+        cfg.group_by = GroupBy::parse(&g)?;
+    }
+    let rep = split_ratio(input, output, &cfg)
+        .with_context(|| format!("splitting {} into {}", input.display(), output.display()))?;
+    print!("{rep}");
+    Ok(())
+}
+
+fn grid(data: &Path, out: &Path, batch_size: usize, train_tf: bool, size: u32, seed: u64) -> Result<()> {
+    let tf = if train_tf { Compose::notebook_train(size) } else { Compose::notebook_val(size) };
+    let ds = ImageFolder::open(data, tf).with_context(|| format!("opening {}", data.display()))?;
+    let dl = DataLoader::new(&ds, batch_size).shuffle(seed);
+    let batch = dl.iter(0).next().context("no batch")??;
+    let labels: Vec<i64> = Vec::<i64>::try_from(&batch.labels)?;
+    let titles: Vec<String> = labels.iter().map(|&l| ds.classes[l as usize].clone()).collect();
+    let fig = image_grid(&batch.images, &titles, 4, [0.5; 3], [0.5; 3])?;
+    fig.save(out)?;
+    let (mn, mx) = (batch.images.min().double_value(&[]), batch.images.max().double_value(&[]));
+    eprintln!("batch {:?}, values in [{mn:.3}, {mx:.3}]; grid written to {}", batch.images.size(), out.display());
+    Ok(())
+}
+
+fn demo(out: Option<PathBuf>, per_class: usize, seed: u64) -> Result<()> {
+    let out = out.unwrap_or_else(|| {
+        let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+        PathBuf::from(format!("runs/demo-{t}"))
+    });
+    if out.exists() {
+        bail!("{}: exists; choose a new --out (nothing is overwritten)", out.display());
+    }
+    let parent = out.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    std::fs::create_dir_all(parent).with_context(|| format!("creating {}", parent.display()))?;
+    let work = parent.join(format!(".{}.partial", out.file_name().context("--out needs a name")?.to_string_lossy()));
+    if work.exists() {
+        std::fs::remove_dir_all(&work).with_context(|| format!("removing stale {}", work.display()))?;
+    }
+    let t0 = Instant::now();
+    eprintln!("[1/5] synthetic data (synthetic, not diagnostic)");
+    synth(&work.join("data"), per_class, seed)?;
+    eprintln!("[2/5] augment covid with the notebook's Augmentor pipeline, move into class");
+    augment(&work.join("data/covid"), Some(per_class / 4 + 1), false, seed, true)?;
+    eprintln!("[3/5] split 0.8/0.2");
+    split(&work.join("data"), &work.join("split"), vec![0.8, 0.2], seed, None, false)?;
+    eprintln!("[4/5] load one batch with the training transforms");
+    grid(&work.join("split/train"), &work.join("batch_grid.png"), 8, true, 299, seed)?;
+    eprintln!("[5/5] done in {:.1}s", t0.elapsed().as_secs_f64());
+    std::fs::rename(&work, &out).with_context(|| format!("renaming {} to {}", work.display(), out.display()))?;
+    println!("{}", out.display());
+    eprintln!("results in {} (batch grid: {}/batch_grid.png)", out.display(), out.display());
+    Ok(())
+}
+
+fn bench(data: Option<PathBuf>, n_aug: usize, json: Option<PathBuf>) -> Result<()> {
+    let tmp = std::env::temp_dir().join(format!("covid-cxr-bench-{}", std::process::id()));
+    let data = match data {
+        Some(d) => d,
+        None => {
+            let shared = Path::new("../shared/data/cxr-small/train");
+            if shared.is_dir() {
+                shared.to_path_buf()
+            } else {
+                eprintln!("../shared/data/cxr-small absent: benchmarking on synthetic films");
+                covid_cxr::synth::generate(&tmp.join("data"), &SynthConfig::new(100, 1))?;
+                tmp.join("data")
+            }
+        }
+    };
+    let threads = rayon::current_num_threads();
+    let ds = ImageFolder::open(&data, Compose::notebook_train(299))?;
+    let dl = DataLoader::new(&ds, 8).shuffle(1);
+    let t = Instant::now();
+    let mut n = 0;
+    for b in dl.iter(0) {
+        n += b?.images.size()[0];
+    }
+    let load = n as f64 / t.elapsed().as_secs_f64();
+    eprintln!("decode + train transform (RandomResizedCrop 299, flip, ToTensor, Normalize): {n} images, {load:.1} images/s ({threads} threads)");
+    // augmentation: copy the covid folder (or the first class) to a scratch folder
+    let class_dir = data.join(&ds.classes[0]);
+    let scratch = tmp.join("aug").join(&ds.classes[0]);
+    std::fs::create_dir_all(&scratch)?;
+    for f in covid_cxr::imageio::list_images(&class_dir)? {
+        std::fs::copy(&f, scratch.join(f.file_name().unwrap()))?;
+    }
+    let p = notebook_pipeline(&scratch, 1)?;
+    let t = Instant::now();
+    let rep = p.sample(n_aug)?;
+    let aug = rep.written.len() as f64 / t.elapsed().as_secs_f64();
+    eprintln!("augmentation sample({n_aug}) on {}: {aug:.1} images/s", class_dir.display());
+    let _ = std::fs::remove_dir_all(&tmp);
+    let v = serde_json::json!({"data": data, "threads": threads, "decode_transform_images_per_s": load, "augment_images_per_s": aug, "augment_samples": n_aug, "images": n});
+    println!("{v}");
+    if let Some(j) = json {
+        covid_cxr::imageio::write_atomic(&j, serde_json::to_string_pretty(&v)?.as_bytes(), true)?;
+    }
+    Ok(())
+}
+
+fn main() {
+    let cli = Cli::parse();
+    let r = match cli.cmd {
+        Cmd::Synth { out, per_class, seed } => synth(&out, per_class, seed),
+        Cmd::Augment { dir, sample, process, seed, move_into_class } => {
+            augment(&dir, sample, process, seed, move_into_class)
+        }
+        Cmd::Split { input, output, ratio, seed, group_by, move_files } => {
+            split(&input, &output, ratio, seed, group_by, move_files)
+        }
+        Cmd::Grid { data, out, batch_size, train_transform, size, seed } => {
+            grid(&data, &out, batch_size, train_transform, size, seed)
+        }
+        Cmd::Demo { out, per_class, seed } => demo(out, per_class, seed),
+        Cmd::Bench { data, augment_samples, json } => bench(data, augment_samples, json),
+    };
+    if let Err(e) = r {
+        eprintln!("error: {e:#}");
+        std::process::exit(1);
+    }
+}
