@@ -232,7 +232,7 @@ fn assign_groups(groups: &[(String, Vec<PathBuf>)], targets: &[usize]) -> Vec<Ve
 ///
 /// ```
 /// # fn main() -> covid_cxr::Result<()> {
-/// let tmp = tempfile::tempdir()?;
+/// let tmp = tempfile::tempdir().unwrap();
 /// covid_cxr::synth::generate(&tmp.path().join("data"), &covid_cxr::synth::SynthConfig::new(5, 0))?;
 /// let rep = covid_cxr::split::ratio(tmp.path().join("data"), tmp.path().join("split"), &covid_cxr::split::SplitConfig::new(&[0.8, 0.2], 1337))?;
 /// assert_eq!(rep.counts, vec![vec![4, 1]; 3]);

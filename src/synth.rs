@@ -375,7 +375,7 @@ pub fn file_name(class: &str, index: usize) -> String {
 /// under a temporary name and renamed, so an interrupted run leaves no half-written image.
 ///
 /// ```
-/// let dir = tempfile::tempdir()?;
+/// let dir = tempfile::tempdir().unwrap();
 /// let files = covid_cxr::synth::generate(dir.path(), &covid_cxr::synth::SynthConfig::new(2, 1))?;
 /// assert_eq!(files.len(), 6);
 /// assert!(dir.path().join("covid/synth_covid_00000.png").exists());
