@@ -130,10 +130,10 @@ impl Anatomy {
         let lung_w = torso_hw * rng.random_range(0.66..0.78);
         let lh = lung_base - lung_top;
         let heart = (
-            cx + torso_hw * rng.random_range(0.05..0.14),
-            lung_base - lh * rng.random_range(0.20..0.28),
-            torso_hw * rng.random_range(0.26..0.36),
-            lh * rng.random_range(0.20..0.26),
+            cx + torso_hw * rng.random_range(0.10..0.18),
+            lung_base - lh * rng.random_range(0.16..0.24),
+            torso_hw * rng.random_range(0.36..0.46),
+            lh * rng.random_range(0.22..0.28),
         );
         Anatomy {
             cx,
@@ -145,7 +145,7 @@ impl Anatomy {
             dome: lh * rng.random_range(0.08..0.16),
             heart,
             rib_spacing: lh * rng.random_range(0.095..0.115),
-            rib_curve: lh * rng.random_range(0.25..0.4),
+            rib_curve: lh * rng.random_range(0.45..0.65),
             tilt: rng.random_range(-0.04..0.04),
         }
     }
@@ -166,7 +166,7 @@ impl Anatomy {
         let mid = (lat - 0.5) * 2.0;
         let base_shift = if side == Side::Left { lh * 0.03 } else { 0.0 };
         let base = self.lung_base + base_shift - self.dome * (1.0 - mid * mid).max(0.0);
-        let soft = 3.0f32.max(lh * 0.012);
+        let soft = 3.0f32.max(lh * 0.022);
         let m_in = smoothstep(self.gap - soft, self.gap + soft, ax);
         let m_out = 1.0 - smoothstep(outer - soft, outer + soft, ax);
         let m_top = smoothstep(self.lung_top - soft * 2.0, self.lung_top + soft * 4.0, y);
@@ -279,23 +279,33 @@ fn chest_film_with(class: &str, seed: u64, cfg: &SynthConfig) -> GrayImage {
             // aerated lung is dark, slightly darker at the periphery of the upper zones
             v -= lm * (0.33 + 0.04 * lat * (1.0 - vert));
             // vascular markings: fine texture near the hila
-            v += lm * 0.05 * (fine.at(xf, yf) - 0.5) * (1.2 - lat);
+            v += lm * (0.06 * (fine.at(xf, yf) - 0.5) + 0.05 * (1.0 - lat).powi(2) * (1.0 - (vert - 0.5).abs()));
             // spine and mediastinum
-            let spine = 1.0 - smoothstep(a.gap * 0.35, a.gap * 0.55, dx.abs());
-            v += 0.12 * spine * smoothstep(a.lung_top * 0.5, a.lung_top, yf);
-            // heart shadow
+            let spine = 1.0 - smoothstep(a.gap * 0.3, a.gap * 0.6, dx.abs());
+            let vert_phase = ((yf - a.lung_top) / (a.rib_spacing * 0.95)).rem_euclid(1.0);
+            let disc = 1.0 - 0.35 * (1.0 - smoothstep(0.0, 0.12, vert_phase.min(1.0 - vert_phase)));
+            v += 0.07 * spine * disc * smoothstep(a.lung_top * 0.5, a.lung_top, yf);
+            // heart shadow: soft-edged, bulging to the patient's left, merging with the mediastinum
             let (hx, hy, rx, ry) = a.heart;
-            let he = ((xf - hx) / rx).powi(2) + ((yf - hy) / ry).powi(2);
-            v += 0.16 * (1.0 - smoothstep(0.8, 1.05, he));
-            // ribs: posterior arcs, visible over the lungs and faintly elsewhere
-            if body > 0.1 && dx.abs() > a.gap * 0.6 {
-                let t = (dx.abs() / a.torso_hw).min(1.2);
-                let yr = yf - a.lung_top + a.rib_spacing * 0.8 - a.rib_curve * (t * 0.9 - 0.45 * t * t) + a.tilt * dx;
-                let phase = (yr / a.rib_spacing).rem_euclid(1.0);
-                let band = smoothstep(0.0, 0.12, phase) * (1.0 - smoothstep(0.32, 0.45, phase));
+            let hxx = if xf < hx { (xf - hx) / (rx * 0.75) } else { (xf - hx) / rx };
+            let he = hxx * hxx + ((yf - hy) / ry).powi(2);
+            v += 0.035 * (1.0 - smoothstep(0.55, 1.15, he));
+            // mediastinum and aortic knob above the heart
+            let med = 1.0 - smoothstep(a.gap * 0.7, a.gap * 1.25, (dx - a.gap * 0.15).abs());
+            v += 0.07 * med * smoothstep(a.lung_top, a.lung_top + (a.lung_base - a.lung_top) * 0.2, yf);
+            // ribs: posterior arcs leaving the spine almost level and curving down laterally,
+            // faint over soft tissue, clearer over aerated lung
+            if body > 0.1 && dx.abs() > a.gap * 0.5 {
+                let t = (dx.abs() / a.torso_hw).min(1.3);
+                let yr = yf - a.lung_top + a.rib_spacing * 0.6 - a.rib_curve * (0.9 * t * t - 0.25 * t) + a.tilt * dx;
                 let k = yr / a.rib_spacing;
-                if (0.0..11.0).contains(&k) {
-                    v += band * (0.06 + 0.06 * lm) * body;
+                let phase = k.rem_euclid(1.0);
+                let width = 0.36 + 0.08 * (k / 10.0).clamp(0.0, 1.0);
+                let band = smoothstep(0.0, 0.1, phase) * (1.0 - smoothstep(width - 0.08, width, phase));
+                // cortical edges are a little denser than the marrow
+                let cortex = 1.0 + 0.35 * ((phase - width * 0.5).abs() / (width * 0.5)).clamp(0.0, 1.0);
+                if (0.0..10.5).contains(&k) {
+                    v += band * cortex * (0.015 + 0.035 * lm) * body * (1.0 - 0.5 * smoothstep(0.8, 1.2, t));
                 }
             }
             // clavicles
@@ -328,9 +338,13 @@ fn chest_film_with(class: &str, seed: u64, cfg: &SynthConfig) -> GrayImage {
             buf[(y * w + x) as usize] = v;
         }
     }
+    // the film's unsharpness: a light blur of the anatomy, then quantum noise
+    let sigma = rng.random_range(0.8f32..1.8) * (w as f32 / 400.0);
+    let blurred =
+        image::imageops::blur(&image::ImageBuffer::<Luma<f32>, Vec<f32>>::from_raw(w, h, buf).expect("size"), sigma);
     let mut img = GrayImage::new(w, h);
-    for (i, p) in img.pixels_mut().enumerate() {
-        let v = (buf[i] * contrast + brightness).clamp(0.0, 1.0).powf(gamma) + noise.sample(&mut rng);
+    for (p, b) in img.pixels_mut().zip(blurred.pixels()) {
+        let v = (b[0] * contrast + brightness).clamp(0.0, 1.0).powf(gamma) + noise.sample(&mut rng);
         *p = Luma([(v.clamp(0.0, 1.0) * 255.0).round() as u8]);
     }
     if rng.random_bool(cfg.marker_probability.clamp(0.0, 1.0)) {
