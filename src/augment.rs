@@ -467,7 +467,7 @@ impl Pipeline {
             .map(|&(first, sample_seed)| {
                 let mut rng = ChaCha8Rng::seed_from_u64(sample_seed);
                 let mut idx = first;
-                for _attempt in 0..n_files {
+                for _attempt in 0..(64 * n_files).max(256) {
                     let known_bad = bad.lock().unwrap().iter().any(|(i, _)| *i == idx);
                     if !known_bad {
                         let path = &self.files[idx];

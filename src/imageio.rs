@@ -67,6 +67,10 @@ pub fn decode_bytes(path: &Path, bytes: &[u8]) -> Result<DynamicImage> {
             return Err(Error::decode(path, format!("not an image: unrecognised content (starts with {head:?})")));
         }
     };
+    if format == ImageFormat::Jpeg && !bytes.windows(2).rev().take(1 << 16).any(|w| w == [0xFF, 0xD9]) {
+        // JPEG decoders fill a cut-off scan with grey without complaint: catch it here.
+        return Err(Error::decode(path, "truncated JPEG data (no end-of-image marker)"));
+    }
     let mut reader = reader;
     let mut limits = image::Limits::default();
     limits.max_image_width = Some(MAX_SIDE);

@@ -1,7 +1,7 @@
 //! Train/val(/test) split with split-folders' `ratio` semantics (the notebook's
 //! `splitfolders.ratio(data, output, seed=1337, ratio=(.8, .2))`).
 //!
-//! Per class folder: list the files (hidden files skipped), sort, shuffle with the seed,
+//! Per class folder: list the image files (hidden and non-image files skipped), sort, shuffle with the seed,
 //! train gets `floor(r_train * n)`, val gets `floor(r_val * n)` when a test ratio is given
 //! and the rest otherwise, test the rest. Files are copied (or moved, by option).
 //! With a grouping key (a file-name prefix or a CSV manifest column, e.g. a patient id) whole
@@ -12,7 +12,7 @@
 //! Twister ones; the counts, the determinism for a seed and the disjointness are the same.
 
 use crate::error::{Error, IoContext, Result};
-use crate::imageio::{is_hidden, list_subdirs};
+use crate::imageio::{has_image_extension, is_hidden, list_subdirs};
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
@@ -275,12 +275,12 @@ pub fn ratio(input: impl AsRef<Path>, output: impl AsRef<Path>, cfg: &SplitConfi
         let mut files: Vec<PathBuf> = Vec::new();
         for e in std::fs::read_dir(dir).at("list folder", dir)? {
             let p = e.at("list folder", dir)?.path();
-            if p.is_file() && !is_hidden(&p) {
+            if p.is_file() && !is_hidden(&p) && has_image_extension(&p) {
                 files.push(p);
             }
         }
         if files.is_empty() {
-            return Err(Error::dataset(dir, "empty class folder"));
+            return Err(Error::dataset(dir, "empty class folder: no image files"));
         }
         files.sort();
         let targets = split_counts(files.len(), &cfg.ratios);
@@ -427,7 +427,7 @@ mod tests {
         touch_class(&tmp.path().join("in"), "a", &["x.png"]);
         std::fs::create_dir_all(tmp.path().join("in/empty")).unwrap();
         let e = ratio(tmp.path().join("in"), tmp.path().join("out"), &SplitConfig::new(&[0.8, 0.2], 0)).unwrap_err();
-        assert!(e.to_string().contains("empty class folder") && e.to_string().contains("empty"), "{e}");
+        assert!(e.to_string().contains("empty class folder"), "{e}");
     }
 
     #[test]
