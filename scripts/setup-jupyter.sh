@@ -35,8 +35,7 @@ cat > "$KDIR/kernel.json.tmp" <<JSON
   "env": {
     "LIBTORCH": "$LIBTORCH_DIR",
     "LD_LIBRARY_PATH": "$LIBTORCH_DIR/lib",
-    "EVCXR_TMPDIR": "$CACHE/evcxr-tmp",
-    "CARGO_TARGET_DIR": "$CACHE/evcxr-target"
+    "EVCXR_TMPDIR": "$CACHE/evcxr-tmp"
   }
 }
 JSON

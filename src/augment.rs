@@ -169,6 +169,46 @@ impl Step {
     }
 }
 
+/// A step with everything that does not depend on the pixel precomputed.
+enum Compiled<'a> {
+    /// `(x, y) -> (a x + b y + c, d x + e y + f)`.
+    Affine([f32; 6]),
+    /// A mesh step, evaluated per pixel.
+    Mesh(&'a Step),
+}
+
+fn compile(steps: &[Step], w: u32, h: u32) -> Vec<Compiled<'_>> {
+    // In application order; the warp walks them backwards (output -> source).
+    let mut out: Vec<Compiled> = Vec::new();
+    for s in steps {
+        let m = match s {
+            Step::Flip => [-1.0, 0.0, w as f32, 0.0, 1.0, 0.0],
+            Step::Rotate { deg } => {
+                let ((cw, ch), (l, t, r, b)) = rotation_crop(w, h, *deg);
+                let (sx, sy) = ((r - l) as f32 / w as f32, (b - t) as f32 / h as f32);
+                let th = (*deg as f32).to_radians();
+                let (c, sn) = (th.cos(), th.sin());
+                // p = (l + x sx - cw/2, t + y sy - ch/2); src = (c px - s py + w/2, s px + c py + h/2)
+                let (ox, oy) = (l as f32 - cw as f32 / 2.0, t as f32 - ch as f32 / 2.0);
+                [
+                    c * sx,
+                    -sn * sy,
+                    c * ox - sn * oy + w as f32 / 2.0,
+                    sn * sx,
+                    c * sy,
+                    sn * ox + c * oy + h as f32 / 2.0,
+                ]
+            }
+            Step::Mesh { .. } => {
+                out.push(Compiled::Mesh(s));
+                continue;
+            }
+        };
+        out.push(Compiled::Affine(m));
+    }
+    out
+}
+
 fn mesh(rng: &mut impl Rng, w: u32, h: u32, gw: u32, gh: u32, magnitude: u32) -> Step {
     let (gw, gh) = (gw.max(1) as usize, gh.max(1) as usize);
     let sq_w = (w as usize / gw) as f32;
@@ -286,12 +326,16 @@ where
     let ch = P::CHANNEL_COUNT as usize;
     let raw: &[P::Subpixel] = src.as_raw();
     let mut out: Vec<P::Subpixel> = vec![P::Subpixel::from_f32(0.0); raw.len()];
+    let compiled = compile(&plan.steps, w, h);
     out.par_chunks_mut(w as usize * ch).enumerate().for_each(|(y, row)| {
         let mut acc = [0f32; 4];
         for x in 0..w as usize {
             let (mut sx, mut sy) = (x as f32 + 0.5, y as f32 + 0.5);
-            for step in plan.steps.iter().rev() {
-                (sx, sy) = step.inverse(w, h, sx, sy);
+            for step in compiled.iter().rev() {
+                (sx, sy) = match step {
+                    Compiled::Affine(m) => (m[0] * sx + m[1] * sy + m[2], m[3] * sx + m[4] * sy + m[5]),
+                    Compiled::Mesh(s) => s.inverse(w, h, sx, sy),
+                };
             }
             if !(sx >= 0.0 && sy >= 0.0 && sx < w as f32 && sy < h as f32) {
                 continue; // outside: black, as PIL
@@ -591,6 +635,20 @@ mod tests {
 
     fn gradient(w: u32, h: u32) -> DynamicImage {
         DynamicImage::ImageLuma8(GrayImage::from_fn(w, h, |x, y| Luma([((x * 3 + y * 5) % 256) as u8])))
+    }
+
+    #[test]
+    fn compiled_affine_matches_step_inverse() {
+        for step in [Step::Rotate { deg: 7 }, Step::Rotate { deg: -10 }, Step::Flip] {
+            let steps = [step.clone()];
+            let c = compile(&steps, 120, 90);
+            let Compiled::Affine(m) = &c[0] else { panic!("affine expected") };
+            for &(x, y) in &[(0.5f32, 0.5f32), (60.0, 45.0), (119.5, 3.5)] {
+                let (a, b) = step.inverse(120, 90, x, y);
+                let (c1, c2) = (m[0] * x + m[1] * y + m[2], m[3] * x + m[4] * y + m[5]);
+                assert!((a - c1).abs() < 1e-3 && (b - c2).abs() < 1e-3, "{step:?} ({x},{y}): ({a},{b}) vs ({c1},{c2})");
+            }
+        }
     }
 
     #[test]
