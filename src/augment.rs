@@ -138,6 +138,7 @@ pub fn rotation_crop(w: u32, h: u32, deg: i32) -> ((u32, u32), (i64, i64, i64, i
     ((big_x as u32, big_y as u32), (l, t, r.max(l + 1), btm.max(t + 1)))
 }
 
+#[cfg_attr(not(test), allow(dead_code))]
 impl Step {
     /// Maps an output point of this step to a point of its input (both `w x h`).
     fn inverse(&self, w: u32, h: u32, x: f32, y: f32) -> (f32, f32) {
@@ -170,14 +171,30 @@ impl Step {
 }
 
 /// A step with everything that does not depend on the pixel precomputed.
-enum Compiled<'a> {
+enum Compiled {
     /// `(x, y) -> (a x + b y + c, d x + e y + f)`.
     Affine([f32; 6]),
-    /// A mesh step, evaluated per pixel.
-    Mesh(&'a Step),
+    /// Per tile: box origin and the bilinear coefficients of PIL's quad transform.
+    Mesh { coef: Vec<([f32; 2], [f32; 8])>, grid_w: usize, grid_h: usize, inv_tw: f32, inv_th: f32 },
 }
 
-fn compile(steps: &[Step], w: u32, h: u32) -> Vec<Compiled<'_>> {
+impl Compiled {
+    #[inline(always)]
+    fn map(&self, x: f32, y: f32) -> (f32, f32) {
+        match self {
+            Compiled::Affine(m) => (m[0] * x + m[1] * y + m[2], m[3] * x + m[4] * y + m[5]),
+            Compiled::Mesh { coef, grid_w, grid_h, inv_tw, inv_th } => {
+                let i = ((x * inv_tw) as usize).min(grid_w - 1);
+                let j = ((y * inv_th) as usize).min(grid_h - 1);
+                let (o, a) = &coef[j * grid_w + i];
+                let (u, v) = (x - o[0], y - o[1]);
+                (a[0] + a[1] * u + a[2] * v + a[3] * u * v, a[4] + a[5] * u + a[6] * v + a[7] * u * v)
+            }
+        }
+    }
+}
+
+fn compile(steps: &[Step], w: u32, h: u32) -> Vec<Compiled> {
     // In application order; the warp walks them backwards (output -> source).
     let mut out: Vec<Compiled> = Vec::new();
     for s in steps {
@@ -199,8 +216,33 @@ fn compile(steps: &[Step], w: u32, h: u32) -> Vec<Compiled<'_>> {
                     sn * ox + c * oy + h as f32 / 2.0,
                 ]
             }
-            Step::Mesh { .. } => {
-                out.push(Compiled::Mesh(s));
+            Step::Mesh { tiles, grid_w, grid_h, tile_w, tile_h } => {
+                let coef = tiles
+                    .iter()
+                    .map(|(bx, q)| {
+                        let (bw, bh) = (bx[2] - bx[0], bx[3] - bx[1]);
+                        (
+                            [bx[0], bx[1]],
+                            [
+                                q[0],
+                                (q[6] - q[0]) / bw,
+                                (q[2] - q[0]) / bh,
+                                (q[4] - q[2] - q[6] + q[0]) / (bw * bh),
+                                q[1],
+                                (q[7] - q[1]) / bw,
+                                (q[3] - q[1]) / bh,
+                                (q[5] - q[3] - q[7] + q[1]) / (bw * bh),
+                            ],
+                        )
+                    })
+                    .collect();
+                out.push(Compiled::Mesh {
+                    coef,
+                    grid_w: *grid_w,
+                    grid_h: *grid_h,
+                    inv_tw: 1.0 / tile_w,
+                    inv_th: 1.0 / tile_h,
+                });
                 continue;
             }
         };
@@ -317,50 +359,150 @@ fn cubic(t: f32) -> [f32; 4] {
     [f(t + 1.0), f(t), f(1.0 - t), f(2.0 - t)]
 }
 
+/// Sub-pixel positions of the bicubic weight table.
+const LUT_STEPS: usize = 1024;
+
+fn cubic_lut() -> &'static [[f32; 4]] {
+    static LUT: std::sync::OnceLock<Vec<[f32; 4]>> = std::sync::OnceLock::new();
+    LUT.get_or_init(|| (0..=LUT_STEPS).map(|i| cubic(i as f32 / LUT_STEPS as f32)).collect())
+}
+
 fn warp<P>(src: &ImageBuffer<P, Vec<P::Subpixel>>, plan: &Plan) -> ImageBuffer<P, Vec<P::Subpixel>>
 where
     P: Pixel,
     P::Subpixel: Sample,
 {
     let (w, h) = src.dimensions();
-    let ch = P::CHANNEL_COUNT as usize;
-    let raw: &[P::Subpixel] = src.as_raw();
-    let mut out: Vec<P::Subpixel> = vec![P::Subpixel::from_f32(0.0); raw.len()];
+    let out = match P::CHANNEL_COUNT {
+        1 => warp_raw::<1, P::Subpixel>(src.as_raw(), w, h, plan),
+        2 => warp_raw::<2, P::Subpixel>(src.as_raw(), w, h, plan),
+        3 => warp_raw::<3, P::Subpixel>(src.as_raw(), w, h, plan),
+        _ => warp_raw::<4, P::Subpixel>(src.as_raw(), w, h, plan),
+    };
+    ImageBuffer::from_raw(w, h, out).expect("same size")
+}
+
+/// If the compiled map has at most one mesh step and every step after it (in application order)
+/// maps image rows to rows (a flip, say), the whole map is linear in x along each output row,
+/// piecewise between the mesh's tile boundaries; returns the mesh's index and tile width (plain
+/// affine chains give a tile width of infinity). Then the warp steps through a row with two
+/// additions per pixel instead of evaluating the chain.
+fn row_linear_mesh(compiled: &[Compiled]) -> Option<(usize, f32)> {
+    let meshes: Vec<usize> =
+        compiled.iter().enumerate().filter(|(_, c)| matches!(c, Compiled::Mesh { .. })).map(|(i, _)| i).collect();
+    match meshes.as_slice() {
+        // all affine: linear along whole rows (no cuts)
+        [] => Some((usize::MAX, f32::INFINITY)),
+        [k] => {
+            let rows_kept = compiled[k + 1..].iter().all(|c| matches!(c, Compiled::Affine(m) if m[3] == 0.0));
+            match &compiled[*k] {
+                Compiled::Mesh { inv_tw, .. } if rows_kept => Some((*k, 1.0 / inv_tw)),
+                _ => None,
+            }
+        }
+        _ => None,
+    }
+}
+
+fn warp_raw<const CH: usize, S: Sample>(raw_in: &[S], w: u32, h: u32, plan: &Plan) -> Vec<S> {
+    let wu = w as usize;
+    // one conversion per source sample instead of sixteen
+    let raw: Vec<f32> = raw_in.iter().map(|v| v.to_f32()).collect();
+    let mut out: Vec<S> = vec![S::from_f32(0.0); raw.len()];
     let compiled = compile(&plan.steps, w, h);
-    out.par_chunks_mut(w as usize * ch).enumerate().for_each(|(y, row)| {
-        let mut acc = [0f32; 4];
-        for x in 0..w as usize {
-            let (mut sx, mut sy) = (x as f32 + 0.5, y as f32 + 0.5);
-            for step in compiled.iter().rev() {
-                (sx, sy) = match step {
-                    Compiled::Affine(m) => (m[0] * sx + m[1] * sy + m[2], m[3] * sx + m[4] * sy + m[5]),
-                    Compiled::Mesh(s) => s.inverse(w, h, sx, sy),
-                };
+    let raw = &raw[..];
+    let lut = cubic_lut();
+    let row_linear = row_linear_mesh(&compiled);
+    out.par_chunks_mut(wu * CH).enumerate().for_each(|(y, row)| {
+        let yc = y as f32 + 0.5;
+        let chain = |x: f32| compiled.iter().rev().fold((x, yc), |(a, b), st| st.map(a, b));
+        // Segments of the row on which the whole map is linear in x (see `row_linear_mesh`).
+        let segments: Vec<(usize, usize)> = match &row_linear {
+            Some((k, tile_w)) => {
+                // output x -> mesh input x is affine: find where it crosses tile boundaries
+                let from = if *k == usize::MAX { compiled.len() } else { k + 1 };
+                let post = |x: f32| compiled[from..].iter().rev().fold((x, yc), |(a, b), st| st.map(a, b)).0;
+                let (p0, p1) = (post(0.5), post(1.5));
+                let slope = p1 - p0;
+                let mut cuts: Vec<usize> = vec![0, wu];
+                if slope.abs() > 1e-12 {
+                    let mut b = *tile_w;
+                    while b < w as f32 {
+                        // pixel centre x + 0.5 where post(x) == b
+                        let xc = (b - p0) / slope;
+                        if xc > 0.0 && xc < wu as f32 {
+                            cuts.push(xc.ceil() as usize);
+                        }
+                        b += tile_w;
+                    }
+                }
+                cuts.sort_unstable();
+                cuts.dedup();
+                cuts.windows(2).map(|c| (c[0], c[1])).collect()
+            }
+            None => Vec::new(),
+        };
+        let mut seg = 0;
+        let (mut sx, mut sy, mut dx, mut dy) = (0f32, 0f32, 0f32, 0f32);
+        for x in 0..wu {
+            if row_linear.is_some() {
+                if x == segments[seg].0 || x == 0 {
+                    // start of a segment: exact values at x and the per-pixel step
+                    let (a0, b0) = chain(x as f32 + 0.5);
+                    let (a1, b1) = chain(x as f32 + 1.5);
+                    (sx, sy, dx, dy) = (a0, b0, a1 - a0, b1 - b0);
+                } else {
+                    sx += dx;
+                    sy += dy;
+                }
+                if x + 1 == segments[seg].1 && seg + 1 < segments.len() {
+                    seg += 1;
+                }
+            } else {
+                (sx, sy) = chain(x as f32 + 0.5);
             }
             if !(sx >= 0.0 && sy >= 0.0 && sx < w as f32 && sy < h as f32) {
                 continue; // outside: black, as PIL
             }
             let (fx, fy) = (sx - 0.5, sy - 0.5);
             let (x0, y0) = (fx.floor(), fy.floor());
-            let (kx, ky) = (cubic(fx - x0), cubic(fy - y0));
-            acc[..ch].iter_mut().for_each(|a| *a = 0.0);
-            for (j, wy) in ky.iter().enumerate() {
-                let yy = (y0 as i64 - 1 + j as i64).clamp(0, h as i64 - 1) as usize;
-                for (i, wx) in kx.iter().enumerate() {
-                    let xx = (x0 as i64 - 1 + i as i64).clamp(0, w as i64 - 1) as usize;
-                    let base = (yy * w as usize + xx) * ch;
-                    let wgt = wx * wy;
-                    for c in 0..ch {
-                        acc[c] += wgt * raw[base + c].to_f32();
+            let kx = &lut[((fx - x0) * LUT_STEPS as f32) as usize];
+            let ky = &lut[((fy - y0) * LUT_STEPS as f32) as usize];
+            let (x0, y0) = (x0 as i64 - 1, y0 as i64 - 1);
+            let mut acc = [0f32; CH];
+            if x0 >= 0 && y0 >= 0 && x0 + 3 < w as i64 && y0 + 3 < h as i64 {
+                let (x0, y0) = (x0 as usize, y0 as usize);
+                for (j, wy) in ky.iter().enumerate() {
+                    let base = ((y0 + j) * wu + x0) * CH;
+                    let px = &raw[base..base + 4 * CH];
+                    let mut r = [0f32; CH];
+                    for (i, wx) in kx.iter().enumerate() {
+                        for c in 0..CH {
+                            r[c] += wx * px[i * CH + c];
+                        }
+                    }
+                    for c in 0..CH {
+                        acc[c] += wy * r[c];
+                    }
+                }
+            } else {
+                for (j, wy) in ky.iter().enumerate() {
+                    let yy = (y0 + j as i64).clamp(0, h as i64 - 1) as usize;
+                    for (i, wx) in kx.iter().enumerate() {
+                        let xx = (x0 + i as i64).clamp(0, w as i64 - 1) as usize;
+                        let base = (yy * wu + xx) * CH;
+                        for c in 0..CH {
+                            acc[c] += wx * wy * raw[base + c];
+                        }
                     }
                 }
             }
-            for c in 0..ch {
-                row[x * ch + c] = P::Subpixel::from_f32(acc[c]);
+            for c in 0..CH {
+                row[x * CH + c] = S::from_f32(acc[c]);
             }
         }
     });
-    ImageBuffer::from_raw(w, h, out).expect("same size")
+    out
 }
 
 /// Applies a drawn [`Plan`] to an image, keeping its colour type (8/16-bit grayscale, RGB, RGBA;
@@ -638,16 +780,60 @@ mod tests {
     }
 
     #[test]
-    fn compiled_affine_matches_step_inverse() {
-        for step in [Step::Rotate { deg: 7 }, Step::Rotate { deg: -10 }, Step::Flip] {
+    fn compiled_steps_match_step_inverse() {
+        let mut rng = ChaCha8Rng::seed_from_u64(4);
+        for step in [Step::Rotate { deg: 7 }, Step::Rotate { deg: -10 }, Step::Flip, mesh(&mut rng, 120, 90, 4, 4, 8)] {
             let steps = [step.clone()];
             let c = compile(&steps, 120, 90);
-            let Compiled::Affine(m) = &c[0] else { panic!("affine expected") };
             for &(x, y) in &[(0.5f32, 0.5f32), (60.0, 45.0), (119.5, 3.5)] {
                 let (a, b) = step.inverse(120, 90, x, y);
-                let (c1, c2) = (m[0] * x + m[1] * y + m[2], m[3] * x + m[4] * y + m[5]);
+                let (c1, c2) = c[0].map(x, y);
                 assert!((a - c1).abs() < 1e-3 && (b - c2).abs() < 1e-3, "{step:?} ({x},{y}): ({a},{b}) vs ({c1},{c2})");
             }
+        }
+    }
+
+    /// The plain per-pixel evaluation of a plan through `Step::inverse`, as a reference.
+    fn reference_warp(img: &GrayImage, plan: &Plan) -> GrayImage {
+        let (w, h) = img.dimensions();
+        GrayImage::from_fn(w, h, |x, y| {
+            let (mut sx, mut sy) = (x as f32 + 0.5, y as f32 + 0.5);
+            for st in plan.steps.iter().rev() {
+                (sx, sy) = st.inverse(w, h, sx, sy);
+            }
+            if !(sx >= 0.0 && sy >= 0.0 && sx < w as f32 && sy < h as f32) {
+                return Luma([0]);
+            }
+            let (fx, fy) = (sx - 0.5, sy - 0.5);
+            let (x0, y0) = (fx.floor(), fy.floor());
+            let (kx, ky) = (cubic(fx - x0), cubic(fy - y0));
+            let mut acc = 0.0;
+            for (j, wy) in ky.iter().enumerate() {
+                let yy = (y0 as i64 - 1 + j as i64).clamp(0, h as i64 - 1) as u32;
+                for (i, wx) in kx.iter().enumerate() {
+                    let xx = (x0 as i64 - 1 + i as i64).clamp(0, w as i64 - 1) as u32;
+                    acc += wx * wy * img.get_pixel(xx, yy)[0] as f32;
+                }
+            }
+            Luma([u8::from_f32(acc)])
+        })
+    }
+
+    #[test]
+    fn fast_warp_matches_reference() {
+        let img = GrayImage::from_fn(123, 97, |x, y| Luma([((x * 13 + y * 7) % 251) as u8]));
+        let ops = [
+            Operation::Rotate { probability: 1.0, max_left: 10, max_right: 10 },
+            Operation::Distort { probability: 1.0, grid_width: 4, grid_height: 4, magnitude: 8 },
+            Operation::FlipLeftRight { probability: 1.0 },
+        ];
+        let mut rng = ChaCha8Rng::seed_from_u64(21);
+        for _ in 0..6 {
+            let p = plan(&ops, &mut rng, 123, 97);
+            let fast = apply(&DynamicImage::ImageLuma8(img.clone()), &p).to_luma8();
+            let slow = reference_warp(&img, &p);
+            let worst = fast.pixels().zip(slow.pixels()).map(|(a, b)| (a[0] as i32 - b[0] as i32).abs()).max().unwrap();
+            assert!(worst <= 2, "max difference {worst} for {p:?}");
         }
     }
 

@@ -120,6 +120,13 @@ pub fn temp_path_for(dest: &Path) -> PathBuf {
 /// flushed, then renamed. With `overwrite = false`, an existing `dest` is an
 /// [`Error::WouldOverwrite`] and is left untouched.
 pub fn write_atomic(dest: &Path, bytes: &[u8], overwrite: bool) -> Result<()> {
+    write_atomic_with(dest, bytes, overwrite, true)
+}
+
+/// [`write_atomic`], with `sync = false` to skip the `fsync` before the rename (bulk outputs such
+/// as augmented images: a crash still never leaves a partial file under the final name; only a
+/// power cut could leave an empty one).
+pub fn write_atomic_with(dest: &Path, bytes: &[u8], overwrite: bool, sync: bool) -> Result<()> {
     if !overwrite && dest.exists() {
         return Err(Error::WouldOverwrite { path: dest.to_path_buf(), reason: "file exists".into() });
     }
@@ -127,7 +134,9 @@ pub fn write_atomic(dest: &Path, bytes: &[u8], overwrite: bool) -> Result<()> {
     let res = (|| {
         let mut f = fs::File::create(&tmp).at("create", &tmp)?;
         f.write_all(bytes).at("write", &tmp)?;
-        f.sync_all().at("sync", &tmp)?;
+        if sync {
+            f.sync_all().at("sync", &tmp)?;
+        }
         drop(f);
         if overwrite {
             fs::rename(&tmp, dest).at("rename", dest)
@@ -195,7 +204,7 @@ pub fn save_image(img: &DynamicImage, dest: &Path, overwrite: bool) -> Result<()
         img.write_to(&mut Cursor::new(&mut buf), format)
             .map_err(|e| Error::Encode { path: dest.to_path_buf(), reason: e.to_string() })?;
     }
-    write_atomic(dest, &buf, overwrite)
+    write_atomic_with(dest, &buf, overwrite, false)
 }
 
 /// Lists the image files directly inside `dir`, sorted by name, skipping hidden
