@@ -22,8 +22,16 @@ if [[ ! -x "$EVCXR_ROOT/bin/evcxr_jupyter" ]]; then
   cargo install --locked "evcxr_jupyter@$EVCXR_VERSION" --root "$EVCXR_ROOT"
 fi
 LIBTORCH_DIR="$(readlink -f "$ROOT/.libtorch")"
+# evcxr links cells against the dynamic libstd with a relative rpath that is one level off
+# for a deep EVCXR_TMPDIR: put the toolchain's lib folder on the kernel's library path.
+RUST_LIB="$(rustc --print sysroot)/lib/rustlib/$(rustc -vV | sed -n 's/^host: //p')/lib"
 KDIR="$JUPYTER_PATH/kernels/rust"
 mkdir -p "$KDIR"
+# evcxr_jupyter reinstalls its kernel spec (dropping our env) when version.txt is missing or
+# stale: let it install first, then write our kernel.json over its own.
+if [[ ! -f "$KDIR/version.txt" ]]; then
+  JUPYTER_DATA_DIR="$JUPYTER_PATH" "$EVCXR_ROOT/bin/evcxr_jupyter" --install >/dev/null
+fi
 # The kernel's cell crates link libtorch themselves: give them LIBTORCH and
 # LD_LIBRARY_PATH (an rpath of this package does not reach them).
 cat > "$KDIR/kernel.json.tmp" <<JSON
@@ -34,7 +42,7 @@ cat > "$KDIR/kernel.json.tmp" <<JSON
   "interrupt_mode": "message",
   "env": {
     "LIBTORCH": "$LIBTORCH_DIR",
-    "LD_LIBRARY_PATH": "$LIBTORCH_DIR/lib",
+    "LD_LIBRARY_PATH": "$LIBTORCH_DIR/lib:$RUST_LIB",
     "EVCXR_TMPDIR": "$CACHE/evcxr-tmp"
   }
 }
