@@ -523,6 +523,9 @@ fn blues(t: f64) -> RGBColor {
     RGBColor(c(0), c(1), c(2))
 }
 
+/// One ROC curve: class name, `(false positive rate, true positive rate)` points, AUC.
+pub type RocCurve = (String, Vec<(f64, f64)>, f64);
+
 /// One-vs-rest ROC curves: one `(class, [(fpr, tpr)], auc)` per class, AUC in the legend, the
 /// chance diagonal dashed.
 ///
@@ -531,7 +534,7 @@ fn blues(t: f64) -> RGBColor {
 /// let f = covid_cxr::plot::roc_curves(&c).unwrap();
 /// assert!(f.svg.contains("AUC"));
 /// ```
-pub fn roc_curves(curves: &[(String, Vec<(f64, f64)>, f64)]) -> Result<Figure> {
+pub fn roc_curves(curves: &[RocCurve]) -> Result<Figure> {
     if curves.is_empty() {
         return Err(Error::invalid("roc_curves: no curve"));
     }
@@ -691,7 +694,7 @@ pub fn coverage_accuracy(rows: &[(f64, f64, f64)]) -> Result<Figure> {
     check_finite("coverage_accuracy", &flat)?;
     let (tmin, tmax) = rows.iter().fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), r| (a.min(r.0), b.max(r.0)));
     let (tmin, tmax) = if tmax > tmin { (tmin, tmax) } else { (tmin - 0.5, tmax + 0.5) };
-    let ymin = rows.iter().map(|r| r.1.min(r.2)).fold(1.0, f64::min).min(0.9).max(0.0) - 0.02;
+    let ymin = rows.iter().map(|r| r.1.min(r.2)).fold(1.0, f64::min).clamp(0.0, 0.9) - 0.02;
     Ok(figure!(1200, 500, |root| {
         let rest = with_title(&root, "Deferral: the model decides only above a confidence threshold", 36, 22)?;
         let panels = rest.split_evenly((1, 2));

@@ -56,7 +56,7 @@ fn training_and_evaluation_figures() {
     check(plot::predictions(&[film(), film()], &[0, 1], &probs, &classes()).unwrap(), "Predictions");
     let cm = vec![vec![5, 1, 0], vec![0, 7, 2], vec![1, 0, 9]];
     check(plot::confusion_matrix(&cm, &classes()).unwrap(), "Confusion matrix");
-    let roc: Vec<(String, Vec<(f64, f64)>, f64)> =
+    let roc: Vec<plot::RocCurve> =
         classes().into_iter().map(|c| (c, vec![(0.0, 0.0), (0.2, 0.7), (1.0, 1.0)], 0.8)).collect();
     check(plot::roc_curves(&roc).unwrap(), "ROC curves");
     check(plot::reliability_diagram(&[(0.3, 0.2, 3), (0.0, 0.0, 0), (0.9, 0.85, 30)], 0.05).unwrap(), "ECE = 0.050");

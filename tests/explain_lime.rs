@@ -1,4 +1,5 @@
 //! LIME, quickshift and masks, checked against hand-computed answers.
+#![allow(clippy::needless_range_loop)] // the closed form is written with explicit indices
 
 use covid_cxr::explain::lime::{weighted_r2, weighted_ridge};
 use covid_cxr::explain::{

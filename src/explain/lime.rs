@@ -282,11 +282,11 @@ pub fn weighted_ridge(x: ArrayView2<f64>, y: ArrayView1<f64>, w: ArrayView1<f64>
     if y.len() != n || w.len() != n {
         return Err(Error::invalid(format!("ridge: x has {n} rows, y {} and weights {}", y.len(), w.len())));
     }
-    if w.iter().any(|v| !(*v >= 0.0) || !v.is_finite()) || y.iter().any(|v| !v.is_finite()) {
+    if w.iter().any(|v| !v.is_finite() || *v < 0.0) || y.iter().any(|v| !v.is_finite()) {
         return Err(Error::invalid("ridge: weights must be finite and >= 0, targets finite"));
     }
     let sw = w.sum();
-    if !(sw > 0.0) {
+    if sw.is_nan() || sw <= 0.0 {
         return Err(Error::invalid("ridge: the sample weights sum to zero"));
     }
     let xm = x.t().dot(&w) / sw;
@@ -391,7 +391,7 @@ impl LimeImageExplainer {
         cfg: &LimeConfig,
     ) -> Result<Explanation> {
         check_config(image, cfg)?;
-        if !(self.kernel_width > 0.0) {
+        if self.kernel_width.is_nan() || self.kernel_width <= 0.0 {
             return Err(Error::invalid(format!("kernel_width must be > 0, got {}", self.kernel_width)));
         }
         segments.check_image(image)?;

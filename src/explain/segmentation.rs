@@ -211,10 +211,10 @@ fn joint_dist2(a: &[f64; 3], b: &[f64; 3], dr: f64, dc: f64) -> f64 {
 /// ```
 pub fn quickshift(img: &RgbImage, kernel_size: f64, max_dist: f64, ratio: f64, seed: u64) -> Result<Segments> {
     check_nonempty(img)?;
-    if !(kernel_size >= 1.0) || !kernel_size.is_finite() {
+    if !kernel_size.is_finite() || kernel_size < 1.0 {
         return Err(Error::invalid(format!("quickshift: kernel_size must be >= 1, got {kernel_size}")));
     }
-    if !(max_dist >= 0.0) || !(ratio >= 0.0) || !ratio.is_finite() {
+    if max_dist.is_nan() || max_dist < 0.0 || !ratio.is_finite() || ratio < 0.0 {
         return Err(Error::invalid(format!("quickshift: max_dist ({max_dist}) and ratio ({ratio}) must be >= 0")));
     }
     let (h, w) = (img.height() as usize, img.width() as usize);
@@ -279,7 +279,7 @@ fn quickshift_parents(lab: &[[f64; 3]], dens: &[f64], h: usize, w: usize, kw: is
                     }
                 }
             }
-            if !(closest.sqrt() <= max_dist) {
+            if closest.is_infinite() || closest.sqrt() > max_dist {
                 *par = me;
             }
         }
@@ -314,7 +314,7 @@ fn flatten_forest(mut parent: Vec<usize>) -> Vec<usize> {
 /// ```
 pub fn slic(img: &RgbImage, n_segments: usize, compactness: f64, max_iter: usize) -> Result<Segments> {
     check_nonempty(img)?;
-    if n_segments == 0 || !(compactness > 0.0) {
+    if n_segments == 0 || compactness.is_nan() || compactness <= 0.0 {
         return Err(Error::invalid("slic: n_segments must be > 0 and compactness > 0"));
     }
     let (h, w) = (img.height() as usize, img.width() as usize);
@@ -328,8 +328,7 @@ pub fn slic(img: &RgbImage, n_segments: usize, compactness: f64, max_iter: usize
         centres = slic_update(&lab, w, &labels, &centres);
     }
     let labels = enforce_connectivity(&labels, h, w, ((h * w) as f64 / centres.len() as f64 / 4.0) as usize);
-    let arr =
-        Array2::from_shape_vec((h, w), labels.iter().map(|&l| l as i32).collect()).map_err(|e| Error::invalid(e))?;
+    let arr = Array2::from_shape_vec((h, w), labels.iter().map(|&l| l as i32).collect()).map_err(Error::invalid)?;
     Segments::from_labels(arr.view())
 }
 
