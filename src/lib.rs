@@ -11,6 +11,7 @@
 //! | `splitfolders.ratio` | [`split`] |
 //! | `transforms.Compose` | [`transforms`] |
 //! | `ImageFolder`, `DataLoader` | [`data`] |
+//! | LIME, quickshift, `mark_boundaries`, Grad-CAM | [`explain`] |
 //! | figures (`make_grid`, curves, ...) | [`plot`] |
 //!
 //! A notebook needs one `use covid_cxr::prelude::*;`.
@@ -18,6 +19,7 @@
 pub mod augment;
 pub mod data;
 pub mod error;
+pub mod explain;
 pub mod imageio;
 pub mod plot;
 pub mod split;
@@ -31,6 +33,10 @@ pub mod prelude {
     pub use crate::augment::{move_into_class, Pipeline};
     pub use crate::data::{Batch, DataLoader, ImageFolder};
     pub use crate::error::{Error, Result};
+    pub use crate::explain::{
+        grad_cam, mark_boundaries, quickshift, CamModel, Colormap, Explanation, LimeConfig, LimeImageExplainer,
+        MaskOptions, Segmentation,
+    };
     pub use crate::plot::{image_grid, Figure};
     pub use crate::split::{ratio as split_ratio, GroupBy, SplitConfig};
     pub use crate::synth::{generate as synth_generate, SynthConfig, CLASSES};
