@@ -30,6 +30,9 @@ pub use error::{Error, Result};
 
 /// Everything a notebook cell needs.
 pub mod prelude {
+    pub use image;
+    pub use ndarray;
+    pub use tch;
     pub use crate::augment::{move_into_class, Pipeline};
     pub use crate::data::{Batch, DataLoader, ImageFolder};
     pub use crate::error::{Error, Result};
