@@ -12,17 +12,25 @@
 //! | `transforms.Compose` | [`transforms`] |
 //! | `ImageFolder`, `DataLoader` | [`data`] |
 //! | figures (`make_grid`, curves, ...) | [`plot`] |
+//! | `inception_v3(pretrained=True)`, new `fc` | [`model`], [`weights`] |
+//! | training loop | [`train`], [`features`] (feature cache) |
+//! | sklearn metrics, `classification_report` | [`metrics`] |
 //!
 //! A notebook needs one `use covid_cxr::prelude::*;`.
 
 pub mod augment;
 pub mod data;
 pub mod error;
+pub mod features;
 pub mod imageio;
+pub mod metrics;
+pub mod model;
 pub mod plot;
 pub mod split;
 pub mod synth;
+pub mod train;
 pub mod transforms;
+pub mod weights;
 
 pub use error::{Error, Result};
 
@@ -31,8 +39,11 @@ pub mod prelude {
     pub use crate::augment::{move_into_class, Pipeline};
     pub use crate::data::{Batch, DataLoader, ImageFolder};
     pub use crate::error::{Error, Result};
+    pub use crate::metrics::ClassificationReport;
+    pub use crate::model::{InceptionVariant, Precision, TransferConfig, TransferModel};
     pub use crate::plot::{image_grid, Figure};
     pub use crate::split::{ratio as split_ratio, GroupBy, SplitConfig};
     pub use crate::synth::{generate as synth_generate, SynthConfig, CLASSES};
+    pub use crate::train::{train_model, History, TrainConfig};
     pub use crate::transforms::Compose;
 }
