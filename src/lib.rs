@@ -15,12 +15,16 @@
 //! | `inception_v3(pretrained=True)`, new `fc` | [`model`], [`weights`] |
 //! | training loop | [`train`], [`features`] (feature cache) |
 //! | sklearn metrics, `classification_report` | [`metrics`] |
+//! | saving the model, run manifest | [`checkpoint`] |
+//! | evaluation, ROC, calibration, partial automation | [`evaluate`] |
 //!
 //! A notebook needs one `use covid_cxr::prelude::*;`.
 
 pub mod augment;
+pub mod checkpoint;
 pub mod data;
 pub mod error;
+pub mod evaluate;
 pub mod features;
 pub mod imageio;
 pub mod metrics;
@@ -39,6 +43,7 @@ pub mod prelude {
     pub use crate::augment::{move_into_class, Pipeline};
     pub use crate::data::{Batch, DataLoader, ImageFolder};
     pub use crate::error::{Error, Result};
+    pub use crate::evaluate::{evaluate, Evaluation};
     pub use crate::metrics::ClassificationReport;
     pub use crate::model::{InceptionVariant, Precision, TransferConfig, TransferModel};
     pub use crate::plot::{image_grid, Figure};

@@ -8,6 +8,8 @@ use indicatif::{ProgressBar, ProgressStyle};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
+mod cli_model;
+
 #[derive(Parser)]
 #[command(
     name = "covid-cxr",
@@ -115,6 +117,8 @@ enum Cmd {
         #[arg(long)]
         json: Option<PathBuf>,
     },
+    #[command(flatten)]
+    Model(cli_model::ModelCmd),
 }
 
 fn bar(len: u64, msg: &str) -> ProgressBar {
@@ -286,6 +290,7 @@ fn main() {
         }
         Cmd::Demo { out, per_class, seed } => demo(out, per_class, seed),
         Cmd::Bench { data, augment_samples, json } => bench(data, augment_samples, json),
+        Cmd::Model(c) => cli_model::run(c),
     };
     if let Err(e) = r {
         eprintln!("error: {e:#}");

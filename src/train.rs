@@ -192,10 +192,27 @@ pub fn train_model_with(
     cfg: &TrainConfig,
     progress: &mut dyn FnMut(Progress),
 ) -> Result<History> {
+    resume_training(model, train, val, cfg, History::default(), progress)
+}
+
+/// Continues training from `previous` (e.g. a checkpoint's history, after
+/// [`crate::checkpoint::load`]): runs epochs `previous.epochs.len() + 1 ..= cfg.epochs`. Adam's
+/// moment estimates are not saved in checkpoints and restart from zero; the dropout RNG is
+/// reseeded from `(seed, first epoch)`.
+pub fn resume_training(
+    model: &mut TransferModel,
+    train: &ImageFolder,
+    val: &ImageFolder,
+    cfg: &TrainConfig,
+    previous: History,
+    progress: &mut dyn FnMut(Progress),
+) -> Result<History> {
     check_inputs(model, train, val, cfg)?;
-    tch::manual_seed(cfg.seed as i64);
+    let start = previous.epochs.len();
+    tch::manual_seed(cfg.seed.wrapping_add(start as u64 * 7919) as i64);
     let t0 = Instant::now();
-    let mut history = History::default();
+    let prev_seconds = previous.total_seconds;
+    let mut history = previous;
     let use_cache = cfg.cached && model.cfg.fine_tune_blocks == 0;
     let mut opt = nn::Adam { wd: cfg.weight_decay, ..Default::default() }.build(&model.head_vs, cfg.lr)?;
     let mut bb_opt = if model.cfg.fine_tune_blocks > 0 {
@@ -207,8 +224,8 @@ pub fn train_model_with(
         history.path = "cached".into();
         let tf = Instant::now();
         let (ftrain, fval) = features_for(model, train, val, cfg, &mut history, progress)?;
-        history.feature_seconds = tf.elapsed().as_secs_f64();
-        for epoch in 0..cfg.epochs {
+        history.feature_seconds += tf.elapsed().as_secs_f64();
+        for epoch in start..cfg.epochs {
             let te = Instant::now();
             let tr = head_epoch(model, &ftrain, epoch, cfg, &mut opt, &train.classes)?;
             let va = head_eval(model, &fval, &val.classes)?;
@@ -216,7 +233,7 @@ pub fn train_model_with(
         }
     } else {
         history.path = "uncached".into();
-        for epoch in 0..cfg.epochs {
+        for epoch in start..cfg.epochs {
             let te = Instant::now();
             let tr = image_epoch(model, train, epoch, cfg, &mut opt, bb_opt.as_mut(), progress)?;
             model.invalidate_fused();
@@ -224,7 +241,7 @@ pub fn train_model_with(
             push_epoch(&mut history, epoch, tr, va, te, progress);
         }
     }
-    history.total_seconds = t0.elapsed().as_secs_f64();
+    history.total_seconds = prev_seconds + t0.elapsed().as_secs_f64();
     Ok(history)
 }
 
