@@ -7,7 +7,7 @@ use clap::Subcommand;
 use covid_cxr::checkpoint::{self, Manifest, WeightsRef};
 use covid_cxr::data::ImageFolder;
 use covid_cxr::model::{InceptionVariant, NotebookDefects, Precision, TransferConfig, TransferModel};
-use covid_cxr::train::{train_model_with, Progress, TrainConfig};
+use covid_cxr::train::{resume_training, Progress, TrainConfig};
 use covid_cxr::transforms::Compose;
 use covid_cxr::weights;
 use indicatif::{ProgressBar, ProgressStyle};
@@ -61,6 +61,9 @@ pub enum ModelCmd {
         /// libtorch threads (default: all cores).
         #[arg(long)]
         threads: Option<i32>,
+        /// Continue a finished or interrupted run (its head, config and history) up to --epochs.
+        #[arg(long)]
+        resume: Option<PathBuf>,
         /// Reproduce the notebook's double softmax (a defect).
         #[arg(long)]
         defect_double_softmax: bool,
@@ -124,6 +127,7 @@ pub fn run(c: ModelCmd) -> Result<()> {
             bf16,
             size,
             threads,
+            resume,
             defect_double_softmax,
             defect_frozen_aux,
         } => {
@@ -140,7 +144,7 @@ pub fn run(c: ModelCmd) -> Result<()> {
             };
             let defects =
                 NotebookDefects { double_softmax: defect_double_softmax, frozen_1000_class_aux: defect_frozen_aux };
-            let opts = TrainOpts { weights, bf16, size, fine_tune_blocks, defects };
+            let opts = TrainOpts { weights, bf16, size, fine_tune_blocks, defects, resume };
             train(&data, &out, &cfg, &opts)
         }
         ModelCmd::Evaluate { model, data, json, threads } => {
@@ -163,6 +167,7 @@ struct TrainOpts {
     size: u32,
     fine_tune_blocks: usize,
     defects: NotebookDefects,
+    resume: Option<PathBuf>,
 }
 
 fn check_out(out: &Path) -> Result<PathBuf> {
@@ -204,9 +209,23 @@ fn train(data: &Path, out: &Path, cfg: &TrainConfig, o: &TrainOpts) -> Result<()
         ..TransferConfig::default()
     };
     tch::manual_seed(cfg.seed as i64);
-    let mut model = TransferModel::new(&mcfg)?;
-    weights::load_backbone(&mut model, &wpath)?;
     let cfg = TrainConfig { weights_sha256: Some(sha.clone()), ..cfg.clone() };
+    let (mut model, previous) = match &o.resume {
+        None => {
+            let mut m = TransferModel::new(&mcfg)?;
+            weights::load_backbone(&mut m, &wpath)?;
+            (m, covid_cxr::train::History::default())
+        }
+        Some(run) => {
+            let (m, man) = checkpoint::load(run).with_context(|| format!("loading {}", run.display()))?;
+            checkpoint::check_compatible(&man, &val_ds)?;
+            if man.weights.sha256 != sha {
+                bail!("{}: trained on other backbone weights (sha256 {})", run.display(), man.weights.sha256);
+            }
+            eprintln!("resuming {} after epoch {}", run.display(), man.history.as_ref().map_or(0, |h| h.epochs.len()));
+            (m, man.history.unwrap_or_default())
+        }
+    };
     eprintln!(
         "train {} images, val {} images, classes {:?}; weights {} ({}); {} path",
         train_ds.len(),
@@ -216,7 +235,7 @@ fn train(data: &Path, out: &Path, cfg: &TrainConfig, o: &TrainOpts) -> Result<()
         variant.name(),
         if cfg.cached { "cached-feature" } else { "uncached" }
     );
-    let history = run_training(&mut model, &train_ds, &val_ds, &cfg)?;
+    let history = run_training(&mut model, &train_ds, &val_ds, &cfg, previous)?;
     let last = history.epochs.last().context("no epoch")?;
     let mut manifest = Manifest::new(
         &model,
@@ -253,6 +272,7 @@ fn run_training(
     train: &ImageFolder,
     val: &ImageFolder,
     cfg: &TrainConfig,
+    previous: covid_cxr::train::History,
 ) -> Result<covid_cxr::train::History> {
     let tty = std::io::stderr().is_terminal();
     let pb = ProgressBar::new(1);
@@ -263,7 +283,7 @@ fn run_training(
         pb.set_draw_target(indicatif::ProgressDrawTarget::hidden());
     }
     let mut stage = String::new();
-    let h = train_model_with(model, train, val, cfg, &mut |p| match p {
+    let h = resume_training(model, train, val, cfg, previous, &mut |p| match p {
         Progress::Step { stage: s, done, total } => {
             if s != stage {
                 stage = s.to_string();

@@ -80,7 +80,7 @@ pub fn cache_key(
     let c = &model.cfg;
     let tf = serde_json::to_string(&ds.transform).map_err(|e| Error::invalid(e.to_string()))?;
     let parts = [
-        format!("covid_cxr features v1"),
+        "covid_cxr features v1".to_string(),
         format!("weights {weights_sha}"),
         format!("variant {} precision {:?} exact_input {}", c.variant.name(), c.precision, c.exact_fid_input),
         format!("data {}", data_fingerprint(ds)?),

@@ -27,7 +27,7 @@ use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
 use std::time::Instant;
 use tch::nn::OptimizerConfig;
-use tch::{nn, Kind, Tensor};
+use tch::{nn, Tensor};
 
 /// Training hyperparameters (defaults: the notebook's).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -409,6 +409,5 @@ fn image_eval(
         ps.extend(argmax(&out));
         progress(Progress::Step { stage: "val", done: n, total: ds.len() });
     }
-    let _ = Kind::Float;
     SplitStats::new(loss_sum / n.max(1) as f64, &ys, &ps, &ds.classes)
 }
