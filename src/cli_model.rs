@@ -292,6 +292,11 @@ fn run_training(
                 pb.reset();
             }
             pb.set_position(done as u64);
+            // without a terminal, one line per tenth of a long stage
+            let tenth = |d: usize| d * 10 / total.max(1);
+            if !tty && total >= 100 && tenth(done) != tenth(done.saturating_sub(1)) {
+                eprintln!("{stage}: {done}/{total}");
+            }
         }
         Progress::Epoch(e) => {
             if tty {

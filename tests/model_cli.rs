@@ -29,9 +29,9 @@ fn train_evaluate_predict() {
     run_ok(bin().args(["synth", "--per-class", "5", "--seed", "2", "--out"]).arg(p("data")));
     run_ok(bin().arg("split").arg(p("data")).arg(p("split")).args(["--ratio", "0.6,0.4"]));
     random_backbone(&p("w.safetensors"));
-    let train = |out: &str| {
+    let train = |out: &str, epochs: &str| {
         let mut c = bin();
-        c.args(["train", "--epochs", "2", "--size", "96", "--views", "2", "--data"])
+        c.args(["train", "--epochs", epochs, "--size", "96", "--views", "2", "--data"])
             .arg(p("split"))
             .arg("--out")
             .arg(p(out))
@@ -40,16 +40,16 @@ fn train_evaluate_predict() {
             .env("COVID_CXR_CACHE", p("cache"));
         c
     };
-    let out = run_ok(&mut train("run"));
+    let out = run_ok(&mut train("run", "2"));
     assert!(out.contains("val accuracy") && out.contains("weighted avg"), "{out}");
     for f in ["model.safetensors", "manifest.json", "history.json", "metrics.json", "classification_report.txt"] {
         assert!(p("run").join(f).is_file(), "{f} missing");
     }
     // no overwrite
-    let o = train("run").output().unwrap();
+    let o = train("run", "2").output().unwrap();
     assert!(!o.status.success() && String::from_utf8_lossy(&o.stderr).contains("not empty"));
     // resume for one more epoch into a new run
-    run_ok(train("run3").args(["--epochs", "3", "--resume"]).arg(p("run")));
+    run_ok(train("run3", "3").arg("--resume").arg(p("run")));
     let h: serde_json::Value = serde_json::from_slice(&std::fs::read(p("run3/history.json")).unwrap()).unwrap();
     assert_eq!(h["epochs"].as_array().unwrap().len(), 3);
     assert_eq!(h["epochs"][2]["epoch"], 3);
