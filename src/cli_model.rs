@@ -283,9 +283,11 @@ fn run_training(
         pb.set_draw_target(indicatif::ProgressDrawTarget::hidden());
     }
     let mut stage = String::new();
+    let mut last = 0usize;
     let h = resume_training(model, train, val, cfg, previous, &mut |p| match p {
         Progress::Step { stage: s, done, total } => {
             if s != stage {
+                last = 0;
                 stage = s.to_string();
                 pb.set_message(stage.clone());
                 pb.set_length(total as u64);
@@ -294,9 +296,10 @@ fn run_training(
             pb.set_position(done as u64);
             // without a terminal, one line per tenth of a long stage
             let tenth = |d: usize| d * 10 / total.max(1);
-            if !tty && total >= 100 && tenth(done) != tenth(done.saturating_sub(1)) {
+            if !tty && total >= 100 && tenth(done) != tenth(last) {
                 eprintln!("{stage}: {done}/{total}");
             }
+            last = done;
         }
         Progress::Epoch(e) => {
             if tty {
