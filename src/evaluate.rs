@@ -114,12 +114,11 @@ pub struct Evaluation {
     pub report: ClassificationReport,
 }
 
+/// Probability rows, labels and paths, in dataset order.
+pub type Predictions = (Vec<Vec<f32>>, Vec<i64>, Vec<PathBuf>);
+
 /// Probabilities `n x C`, labels and paths of every image of `ds` (its transform as is).
-pub fn predict_dataset(
-    model: &TransferModel,
-    ds: &ImageFolder,
-    batch_size: usize,
-) -> Result<(Vec<Vec<f32>>, Vec<i64>, Vec<PathBuf>)> {
+pub fn predict_dataset(model: &TransferModel, ds: &ImageFolder, batch_size: usize) -> Result<Predictions> {
     let dl = DataLoader::new(ds, batch_size);
     let (mut probs, mut labels, mut paths) = (Vec::new(), Vec::new(), Vec::new());
     for b in dl.iter(0) {

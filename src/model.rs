@@ -219,6 +219,7 @@ fn chain(x: &Tensor, convs: &[BasicConv2d], f: Fwd) -> Tensor {
 
 /// One stage of the network, in order.
 #[derive(Debug)]
+#[allow(clippy::large_enum_variant)]
 enum Block {
     Conv(BasicConv2d),
     MaxPool,
@@ -786,8 +787,8 @@ impl TransferModel {
         let first = self.first_trainable_block();
         let k6 = MIXED_6E + 1;
         let n = BLOCK_NAMES.len();
-        let (a, aux) = if train && self.aux.is_some() {
-            let aux_head = self.aux.as_ref().expect("aux");
+        let aux_head = self.aux.as_ref().filter(|_| train);
+        let (a, aux) = if let Some(aux_head) = aux_head {
             if first >= k6 {
                 let a6 = self.frozen_prefix(x, k6);
                 let aux = aux_head.forward(&a6);

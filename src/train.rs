@@ -366,10 +366,11 @@ fn image_epoch(
     for b in dl.iter(epoch as u64) {
         let b = b?;
         let out = model.forward_t(&b.images, true);
-        let mut loss = out.logits.cross_entropy_for_logits(&b.labels);
-        if let Some(aux) = &out.aux {
-            loss = loss + aux.cross_entropy_for_logits(&b.labels) * cfg.aux_weight;
-        }
+        let main = out.logits.cross_entropy_for_logits(&b.labels);
+        let loss = match &out.aux {
+            Some(aux) => main + aux.cross_entropy_for_logits(&b.labels) * cfg.aux_weight,
+            None => main,
+        };
         opt.zero_grad();
         if let Some(o) = bb_opt.as_deref_mut() {
             o.zero_grad();

@@ -63,8 +63,7 @@ fn native_fid2015_matches_torchscript() {
     assert!(d1 < 1e-4, "eager differs by {d1}");
     assert!(d2 < 1e-4, "fused differs by {d2}");
     // bf16: close in relative terms
-    let mut cfg = TransferConfig::default();
-    cfg.precision = Precision::Bf16;
+    let cfg = TransferConfig { precision: Precision::Bf16, ..TransferConfig::default() };
     let mut mb = TransferModel::new(&cfg).unwrap();
     weights::load_backbone(&mut mb, &path).unwrap();
     let t = Instant::now();
@@ -92,8 +91,7 @@ fn wrong_shape_in_weights_file_is_named() {
     let e = weights::load_backbone(&mut m, &bad).unwrap_err().to_string();
     assert!(e.contains("Mixed_6b.branch7x7_2.conv.weight") && e.contains("shape"), "{e}");
     // wrong variant
-    let mut cfg = TransferConfig::default();
-    cfg.variant = InceptionVariant::Torchvision;
+    let cfg = TransferConfig { variant: InceptionVariant::Torchvision, ..TransferConfig::default() };
     let mut m = TransferModel::new(&cfg).unwrap();
     let e = weights::load_backbone(&mut m, &path).unwrap_err().to_string();
     assert!(e.contains("fid2015"), "{e}");
