@@ -114,12 +114,21 @@ pub fn extract(
     let mut labels = Vec::new();
     let total = views * n;
     let mut done = 0;
-    for v in 0..views {
-        for b in dl.iter(v as u64) {
-            let b = b?;
-            if b.paths.len() != b.labels.size()[0] as usize {
-                return Err(Error::dataset(&ds.root, "batch size mismatch"));
+    // decode the next batches on another thread while the backbone runs on this one
+    std::thread::scope(|scope| -> Result<()> {
+        let (tx, rx) = std::sync::mpsc::sync_channel::<(usize, Result<crate::data::Batch>)>(2);
+        let dl = &dl;
+        scope.spawn(move || {
+            for v in 0..views {
+                for b in dl.iter(v as u64) {
+                    if tx.send((v, b)).is_err() {
+                        return;
+                    }
+                }
             }
+        });
+        for (v, b) in rx {
+            let b = b?;
             feats.push(model.features(&b.images));
             if v == 0 {
                 labels.push(b.labels);
@@ -127,7 +136,8 @@ pub fn extract(
             done += b.paths.len();
             progress(done, total);
         }
-    }
+        Ok(())
+    })?;
     let features = Tensor::cat(&feats, 0);
     if features.size() != [total as i64, NUM_FEATURES] {
         return Err(Error::dataset(
