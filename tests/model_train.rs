@@ -203,3 +203,29 @@ fn head_training_on_synthetic_films_beats_chance() {
         h3.epochs.iter().map(|e| e.val.loss).collect::<Vec<_>>()
     );
 }
+
+#[test]
+fn uncached_path_with_aux_loss_and_notebook_defects() {
+    let (_t, tr, va) = synth_split(2, 1, 299, Compose::notebook_train(299));
+    let cfg = TrainConfig { epochs: 1, cached: false, batch_size: 3, ..TrainConfig::default() };
+    let mut m = random_model(&TransferConfig::default());
+    let aux_before = m.head_vs.variables()["AuxLogits.fc.weight"].copy();
+    let h = train_model(&mut m, &tr, &va, &cfg).unwrap();
+    assert_eq!(h.path, "uncached");
+    assert_eq!(h.epochs.len(), 1);
+    // the 3-class aux head is trained on this path
+    assert!(!m.head_vs.variables()["AuxLogits.fc.weight"].equal(&aux_before));
+    // the notebook's defects: 1000-class frozen aux head and double softmax
+    let defects = covid_cxr::model::NotebookDefects { double_softmax: true, frozen_1000_class_aux: true };
+    let mut m = random_model(&TransferConfig { defects, ..TransferConfig::default() });
+    let aux = m.head_vs.variables()["AuxLogits.fc.weight"].copy();
+    assert_eq!(aux.size(), vec![1000, 768]);
+    let h = train_model(&mut m, &tr, &va, &cfg).unwrap();
+    assert!(m.head_vs.variables()["AuxLogits.fc.weight"].equal(&aux), "frozen aux head changed");
+    // the double softmax makes the model output probabilities
+    let x = Tensor::zeros([1, 3, 299, 299], (Kind::Float, Device::Cpu));
+    let p = m.forward(&x);
+    assert!((p.sum(Kind::Float).double_value(&[]) - 1.0).abs() < 1e-5);
+    // the 1000-class aux loss inflates the printed training loss (about ln 1000 x 0.4 = 2.8 more)
+    assert!(h.epochs[0].train.loss > 2.5, "{}", h.epochs[0].train.loss);
+}
