@@ -7,7 +7,7 @@
 //! those gives another file; files are written atomically.
 //!
 //! View `v` of image `i` is the dataset's transform run with the RNG seed the
-//! [`DataLoader`](crate::data::DataLoader) uses for epoch `v`, item `i` (unshuffled), so the
+//! [`crate::data::DataLoader`] uses for epoch `v`, item `i` (unshuffled), so the
 //! views are deterministic. A deterministic transform gets a single view.
 
 use crate::data::{DataLoader, ImageFolder};
