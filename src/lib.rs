@@ -13,18 +13,32 @@
 //! | `ImageFolder`, `DataLoader` | [`data`] |
 //! | LIME, quickshift, `mark_boundaries`, Grad-CAM | [`explain`] |
 //! | figures (`make_grid`, curves, ...) | [`plot`] |
+//! | `inception_v3(pretrained=True)`, new `fc` | [`model`], [`weights`] |
+//! | training loop | [`train`], [`features`] (feature cache) |
+//! | sklearn metrics, `classification_report` | [`metrics`] |
+//! | saving the model, run manifest | [`checkpoint`] |
+//! | evaluation, ROC, calibration, partial automation | [`evaluate`] |
+//! | `plot_accuracy_loss` and the evaluation figures from a run | [`report`] |
 //!
 //! A notebook needs one `use covid_cxr::prelude::*;`.
 
 pub mod augment;
+pub mod checkpoint;
 pub mod data;
 pub mod error;
+pub mod evaluate;
 pub mod explain;
+pub mod features;
 pub mod imageio;
+pub mod metrics;
+pub mod model;
 pub mod plot;
+pub mod report;
 pub mod split;
 pub mod synth;
+pub mod train;
 pub mod transforms;
+pub mod weights;
 
 pub use error::{Error, Result};
 
@@ -36,12 +50,17 @@ pub mod prelude {
     pub use crate::augment::{move_into_class, Pipeline};
     pub use crate::data::{Batch, DataLoader, ImageFolder};
     pub use crate::error::{Error, Result};
+    pub use crate::evaluate::{evaluate, Evaluation};
+    pub use crate::explain::model_glue::{lime_classifier, model_view, to_batch};
     pub use crate::explain::{
         grad_cam, mark_boundaries, quickshift, CamModel, Colormap, Explanation, LimeConfig, LimeImageExplainer,
         MaskOptions, Segmentation,
     };
+    pub use crate::metrics::ClassificationReport;
+    pub use crate::model::{InceptionVariant, Precision, TransferConfig, TransferModel};
     pub use crate::plot::{image_grid, Figure};
     pub use crate::split::{ratio as split_ratio, GroupBy, SplitConfig};
     pub use crate::synth::{generate as synth_generate, SynthConfig, CLASSES};
+    pub use crate::train::{train_model, History, TrainConfig};
     pub use crate::transforms::Compose;
 }

@@ -8,6 +8,9 @@ use indicatif::{ProgressBar, ProgressStyle};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
+mod cli_explain;
+mod cli_model;
+
 #[derive(Parser)]
 #[command(
     name = "covid-cxr",
@@ -115,6 +118,10 @@ enum Cmd {
         #[arg(long)]
         json: Option<PathBuf>,
     },
+    #[command(flatten)]
+    Model(cli_model::ModelCmd),
+    #[command(flatten)]
+    Explain(cli_explain::ExplainCmd),
 }
 
 fn bar(len: u64, msg: &str) -> ProgressBar {
@@ -286,6 +293,8 @@ fn main() {
         }
         Cmd::Demo { out, per_class, seed } => demo(out, per_class, seed),
         Cmd::Bench { data, augment_samples, json } => bench(data, augment_samples, json),
+        Cmd::Model(c) => cli_model::run(c),
+        Cmd::Explain(c) => cli_explain::run(c),
     };
     if let Err(e) = r {
         eprintln!("error: {e:#}");

@@ -15,6 +15,7 @@ pub mod bench;
 pub mod colormap;
 pub mod gradcam;
 pub mod lime;
+pub mod model_glue;
 pub mod segmentation;
 
 pub use colormap::Colormap;

@@ -1,0 +1,167 @@
+//! `covid-cxr explain`: LIME and Grad-CAM figures and a JSON of the figures' numbers per image.
+
+use anyhow::{bail, Context, Result};
+use clap::{Subcommand, ValueEnum};
+use covid_cxr::explain::model_glue::{lime_classifier, model_view, to_batch};
+use covid_cxr::explain::{grad_cam, gradcam::cam_maps, LimeConfig, LimeImageExplainer};
+use indicatif::{ProgressBar, ProgressStyle};
+use std::path::PathBuf;
+
+/// Which explanation to compute.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Method {
+    /// LIME (superpixels, 1000 perturbed samples by default).
+    Lime,
+    /// Grad-CAM on the last mixed block (Mixed_7c).
+    Gradcam,
+    /// Both, and a side-by-side figure.
+    Both,
+}
+
+/// The explanation subcommand.
+#[derive(Subcommand)]
+pub enum ExplainCmd {
+    /// Explain predictions with LIME and/or Grad-CAM: figures (PNG) and a JSON per image.
+    Explain {
+        /// A run folder written by `covid-cxr train`.
+        #[arg(long)]
+        model: PathBuf,
+        /// Images to explain.
+        #[arg(required = true)]
+        images: Vec<PathBuf>,
+        /// lime, gradcam or both.
+        #[arg(long, value_enum, default_value_t = Method::Both)]
+        method: Method,
+        /// LIME samples (the notebook's 1000).
+        #[arg(long, default_value_t = 1000)]
+        samples: usize,
+        /// LIME: images per model call.
+        #[arg(long, default_value_t = 32)]
+        batch_size: usize,
+        /// LIME: explain the k most probable classes (the notebook's 3).
+        #[arg(long, default_value_t = 3)]
+        top_labels: usize,
+        /// Explain this class only (by name) instead of the top ones.
+        #[arg(long)]
+        class: Option<String>,
+        /// LIME: colour of switched-off superpixels, 0-255 gray (the notebook's 0); omit for each
+        /// superpixel's mean colour.
+        #[arg(long, default_value = "0")]
+        hide_color: Option<u8>,
+        /// Seed of LIME's segmentation and sampling.
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        /// Output folder (must be absent or empty); written as OUT.partial, renamed when complete.
+        #[arg(long)]
+        out: PathBuf,
+    },
+}
+
+/// Runs the subcommand.
+pub fn run(c: ExplainCmd) -> Result<()> {
+    let ExplainCmd::Explain { model, images, method, samples, batch_size, top_labels, class, hide_color, seed, out } = c;
+    if out.exists() && std::fs::read_dir(&out).with_context(|| format!("reading {}", out.display()))?.next().is_some() {
+        bail!("{}: output folder is not empty (nothing is overwritten)", out.display());
+    }
+    let (m, manifest) = covid_cxr::checkpoint::load(&model).with_context(|| format!("loading the run {}", model.display()))?;
+    let classes = manifest.classes.clone();
+    let only: Option<usize> = match &class {
+        Some(name) => Some(classes.iter().position(|c| c == name).with_context(|| {
+            format!("class {name:?} is not one of the model's classes {classes:?}")
+        })?),
+        None => None,
+    };
+    let partial = out.with_file_name(format!(".{}.partial", out.file_name().context("--out needs a name")?.to_string_lossy()));
+    if partial.exists() {
+        std::fs::remove_dir_all(&partial)?;
+    }
+    std::fs::create_dir_all(&partial)?;
+    let pb = ProgressBar::new(images.len() as u64);
+    pb.set_style(ProgressStyle::with_template("{msg:>12} [{bar:40}] {pos}/{len} eta {eta}").unwrap().progress_chars("=> "));
+    pb.set_message("explain");
+    for path in &images {
+        let img = covid_cxr::imageio::open_image(path)?;
+        let view = model_view(&img, &manifest.preprocessing)?;
+        let stem = path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "image".into());
+        let x = to_batch(std::slice::from_ref(&view), &manifest.preprocessing)?;
+        let probs: Vec<f64> = Vec::<f64>::try_from(tch::no_grad(|| m.predict_proba(&x)).to_kind(tch::Kind::Double).get(0))?;
+        let mut order: Vec<usize> = (0..classes.len()).collect();
+        order.sort_by(|a, b| probs[*b].partial_cmp(&probs[*a]).unwrap_or(std::cmp::Ordering::Equal));
+        let targets: Vec<usize> = match only {
+            Some(c) => vec![c],
+            None => order.iter().take(top_labels.clamp(1, classes.len())).cloned().collect(),
+        };
+        let mut record = serde_json::json!({
+            "image": path, "classes": classes,
+            "probabilities": probs, "predicted": classes[order[0]],
+        });
+        let mut exp = None;
+        if method != Method::Gradcam {
+            let cfg = LimeConfig {
+                top_labels: None,
+                labels: targets.clone(),
+                hide_color: hide_color.map(|g| [g; 3]),
+                num_samples: samples,
+                batch_size,
+                seed,
+                ..LimeConfig::default()
+            };
+            let e = LimeImageExplainer::default()
+                .explain_instance(&view, lime_classifier(&m, &manifest.preprocessing), &cfg)
+                .with_context(|| format!("LIME on {}", path.display()))?;
+            let mut per_class = serde_json::Map::new();
+            for &t in &targets {
+                let le = e.label(t)?;
+                per_class.insert(classes[t].clone(), serde_json::json!({
+                    "intercept": le.intercept, "score": le.score, "local_pred": le.local_pred,
+                    "weights": le.weights.iter().map(|(s, w)| serde_json::json!([s, w])).collect::<Vec<_>>(),
+                }));
+                covid_cxr::plot::lime_boundaries(&e, t, &classes[t], 3, 5)?.save(partial.join(format!("{stem}_lime_{}.png", classes[t])))?;
+                covid_cxr::plot::lime_heatmap(&e, t, &classes[t])?.save(partial.join(format!("{stem}_lime_heatmap_{}.png", classes[t])))?;
+            }
+            record["lime"] = serde_json::json!({
+                "num_samples": samples, "seed": seed, "n_segments": e.segments.n_segments, "per_class": per_class,
+            });
+            exp = Some(e);
+        }
+        let mut cams = Vec::new();
+        if method != Method::Lime {
+            let mut stats = serde_json::Map::new();
+            for &t in &targets {
+                let cam = grad_cam(&m, &x, t as i64)?;
+                let map = cam_maps(&cam)?.remove(0);
+                let n = map.len() as f64;
+                let mean = map.iter().map(|&v| v as f64).sum::<f64>() / n;
+                let (mut best, mut at) = (f32::MIN, (0usize, 0usize));
+                for ((r, c), &v) in map.indexed_iter() {
+                    if v > best {
+                        best = v;
+                        at = (r, c);
+                    }
+                }
+                let above = map.iter().filter(|&&v| v >= 0.5).count() as f64 / n;
+                stats.insert(classes[t].clone(), serde_json::json!({
+                    "mean": mean, "max": best, "argmax_row_col": [at.0, at.1], "fraction_at_least_0.5": above,
+                    "height": map.nrows(), "width": map.ncols(),
+                }));
+                covid_cxr::plot::gradcam_overlay(&view, map.view(), 0.45, &format!("Grad-CAM (Mixed_7c) for class '{}'", classes[t]))?
+                    .save(partial.join(format!("{stem}_gradcam_{}.png", classes[t])))?;
+                cams.push((classes[t].clone(), map));
+            }
+            record["gradcam"] = serde_json::Value::Object(stats);
+        }
+        if let (Method::Both, Some(e)) = (method, &exp) {
+            covid_cxr::plot::explain_side_by_side(&view, e, &cams, &classes)?.save(partial.join(format!("{stem}_side_by_side.png")))?;
+        }
+        covid_cxr::imageio::write_atomic(&partial.join(format!("{stem}.json")), serde_json::to_string_pretty(&record)?.as_bytes(), false)?;
+        pb.inc(1);
+    }
+    pb.finish();
+    if out.exists() {
+        std::fs::remove_dir(&out).with_context(|| format!("replacing the empty folder {}", out.display()))?;
+    }
+    std::fs::rename(&partial, &out).with_context(|| format!("renaming {} to {}", partial.display(), out.display()))?;
+    eprintln!("explanations written to {}", out.display());
+    Ok(())
+}
+

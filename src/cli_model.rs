@@ -1,0 +1,415 @@
+//! The model's subcommands of `covid-cxr`: `train`, `evaluate`, `predict`, `weights`. Thin
+//! wrappers over the library's [`covid_cxr::train`], [`covid_cxr::evaluate`],
+//! [`covid_cxr::checkpoint`] and [`covid_cxr::weights`].
+
+use anyhow::{bail, Context, Result};
+use clap::Subcommand;
+use covid_cxr::checkpoint::{self, Manifest, WeightsRef};
+use covid_cxr::data::ImageFolder;
+use covid_cxr::model::{InceptionVariant, NotebookDefects, Precision, TransferConfig, TransferModel};
+use covid_cxr::train::{resume_training, Progress, TrainConfig};
+use covid_cxr::transforms::Compose;
+use covid_cxr::weights;
+use indicatif::{ProgressBar, ProgressStyle};
+use std::io::{IsTerminal, Write};
+use std::path::{Path, PathBuf};
+
+/// Model subcommands.
+#[derive(Subcommand)]
+pub enum ModelCmd {
+    /// Train the transfer model (frozen InceptionV3 + head) on DIR/train, validating on DIR/val.
+    Train {
+        /// Folder with train/ and val/ (as `covid-cxr split` writes them).
+        #[arg(long)]
+        data: PathBuf,
+        /// Run folder to create (must be absent or empty).
+        #[arg(long)]
+        out: PathBuf,
+        /// Epochs.
+        #[arg(long, default_value_t = 15)]
+        epochs: usize,
+        /// Batch size.
+        #[arg(long, default_value_t = 8)]
+        batch_size: usize,
+        /// Adam learning rate.
+        #[arg(long, default_value_t = 1e-3)]
+        lr: f64,
+        /// Adam weight decay (default 1e-3/15, the notebook's).
+        #[arg(long)]
+        weight_decay: Option<f64>,
+        /// Seed.
+        #[arg(long, default_value_t = 1337)]
+        seed: u64,
+        /// Augmented views per training image on the cached path.
+        #[arg(long, default_value_t = 3)]
+        views: usize,
+        /// Run the backbone on every batch of every epoch (adds the aux loss; slow on a CPU).
+        #[arg(long)]
+        no_cache: bool,
+        /// Also train the last N backbone blocks (implies --no-cache; very slow on a CPU).
+        #[arg(long, default_value_t = 0)]
+        fine_tune_blocks: usize,
+        /// Backbone weights (.safetensors from `covid-cxr weights`); default: the converted 2015 weights.
+        #[arg(long)]
+        weights: Option<PathBuf>,
+        /// bfloat16 backbone inference (about 2x faster, features differ by ~1%).
+        #[arg(long)]
+        bf16: bool,
+        /// Image size.
+        #[arg(long, default_value_t = 299)]
+        size: u32,
+        /// libtorch threads (default: all cores).
+        #[arg(long)]
+        threads: Option<i32>,
+        /// Continue a finished or interrupted run (its head, config and history) up to --epochs.
+        #[arg(long)]
+        resume: Option<PathBuf>,
+        /// Reproduce the notebook's double softmax (a defect).
+        #[arg(long)]
+        defect_double_softmax: bool,
+        /// Reproduce the notebook's frozen 1000-class aux head loss (a defect; needs --no-cache).
+        #[arg(long)]
+        defect_frozen_aux: bool,
+    },
+    /// Evaluate a trained run on an ImageFolder; write every figure as JSON.
+    Evaluate {
+        /// Run folder written by `train`.
+        #[arg(long)]
+        model: PathBuf,
+        /// An ImageFolder (class sub-folders).
+        #[arg(long)]
+        data: PathBuf,
+        /// Output JSON file.
+        #[arg(long)]
+        json: Option<PathBuf>,
+        /// libtorch threads (default: all cores).
+        #[arg(long)]
+        threads: Option<i32>,
+    },
+    /// Predict images: one JSON line per image.
+    Predict {
+        /// Run folder written by `train`.
+        #[arg(long)]
+        model: PathBuf,
+        /// Defer to a human below this top probability.
+        #[arg(long, default_value_t = 0.0)]
+        threshold: f64,
+        /// Image files or folders (searched recursively).
+        #[arg(required = true)]
+        inputs: Vec<PathBuf>,
+    },
+    /// Convert or prepare pretrained weights and print the .safetensors path.
+    Weights {
+        /// Source: fid_default_1.pt (TorchScript), torchvision's .pth, or torchvision-named .safetensors.
+        #[arg(long)]
+        from: Option<PathBuf>,
+        /// Output file (default: in the cache's weights folder).
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+}
+
+/// Runs a model subcommand.
+pub fn run(c: ModelCmd) -> Result<()> {
+    match c {
+        ModelCmd::Train {
+            data,
+            out,
+            epochs,
+            batch_size,
+            lr,
+            weight_decay,
+            seed,
+            views,
+            no_cache,
+            fine_tune_blocks,
+            weights,
+            bf16,
+            size,
+            threads,
+            resume,
+            defect_double_softmax,
+            defect_frozen_aux,
+        } => {
+            set_threads(threads);
+            let cfg = TrainConfig {
+                epochs,
+                batch_size,
+                lr,
+                weight_decay: weight_decay.unwrap_or(1e-3 / 15.0),
+                seed,
+                cached: !no_cache && fine_tune_blocks == 0,
+                views,
+                ..TrainConfig::default()
+            };
+            let defects =
+                NotebookDefects { double_softmax: defect_double_softmax, frozen_1000_class_aux: defect_frozen_aux };
+            let opts = TrainOpts { weights, bf16, size, fine_tune_blocks, defects, resume };
+            train(&data, &out, &cfg, &opts)
+        }
+        ModelCmd::Evaluate { model, data, json, threads } => {
+            set_threads(threads);
+            evaluate(&model, &data, json.as_deref())
+        }
+        ModelCmd::Predict { model, threshold, inputs } => predict(&model, threshold, &inputs),
+        ModelCmd::Weights { from, out } => prepare_weights(from.as_deref(), out.as_deref()),
+    }
+}
+
+fn set_threads(t: Option<i32>) {
+    let n = t.unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get() as i32).unwrap_or(1));
+    tch::set_num_threads(n.max(1));
+}
+
+struct TrainOpts {
+    weights: Option<PathBuf>,
+    bf16: bool,
+    size: u32,
+    fine_tune_blocks: usize,
+    defects: NotebookDefects,
+    resume: Option<PathBuf>,
+}
+
+fn check_out(out: &Path) -> Result<PathBuf> {
+    if out.exists() && std::fs::read_dir(out).map(|mut d| d.next().is_some()).unwrap_or(true) {
+        bail!("{}: exists and is not empty; choose a new --out (nothing is overwritten)", out.display());
+    }
+    let name = out.file_name().context("--out needs a folder name")?.to_string_lossy().into_owned();
+    let partial = out.with_file_name(format!("{name}.partial"));
+    if partial.exists() {
+        std::fs::remove_dir_all(&partial).with_context(|| format!("removing stale {}", partial.display()))?;
+    }
+    Ok(partial)
+}
+
+fn weights_file(w: Option<PathBuf>) -> Result<PathBuf> {
+    match w {
+        Some(p) => Ok(p),
+        None => Ok(weights::ensure_pretrained()?),
+    }
+}
+
+fn train(data: &Path, out: &Path, cfg: &TrainConfig, o: &TrainOpts) -> Result<()> {
+    let partial = check_out(out)?;
+    let (train_tf, val_tf) = (Compose::notebook_train(o.size), Compose::notebook_val(o.size));
+    let (train_ds, val_ds) = ImageFolder::open_split(data, train_tf.clone(), val_tf.clone())
+        .with_context(|| format!("opening {}/train and {}/val", data.display(), data.display()))?;
+    let wpath = weights_file(o.weights.clone())?;
+    let sha = weights::sha256_file(&wpath)?;
+    let variant = weights::variant_of(&wpath).ok().flatten().unwrap_or(InceptionVariant::Fid2015);
+    if o.fine_tune_blocks > 0 || !cfg.cached {
+        eprintln!("warning: the uncached path runs the backbone on every image of every epoch: expect minutes per epoch on a CPU");
+    }
+    let mcfg = TransferConfig {
+        variant,
+        num_classes: train_ds.classes.len() as i64,
+        precision: if o.bf16 { Precision::Bf16 } else { Precision::F32 },
+        fine_tune_blocks: o.fine_tune_blocks,
+        defects: o.defects,
+        ..TransferConfig::default()
+    };
+    tch::manual_seed(cfg.seed as i64);
+    let cfg = TrainConfig { weights_sha256: Some(sha.clone()), ..cfg.clone() };
+    let (mut model, previous) = match &o.resume {
+        None => {
+            let mut m = TransferModel::new(&mcfg)?;
+            weights::load_backbone(&mut m, &wpath)?;
+            (m, covid_cxr::train::History::default())
+        }
+        Some(run) => {
+            let (m, man) = checkpoint::load(run).with_context(|| format!("loading {}", run.display()))?;
+            checkpoint::check_compatible(&man, &val_ds)?;
+            if man.weights.sha256 != sha {
+                bail!("{}: trained on other backbone weights (sha256 {})", run.display(), man.weights.sha256);
+            }
+            eprintln!("resuming {} after epoch {}", run.display(), man.history.as_ref().map_or(0, |h| h.epochs.len()));
+            (m, man.history.unwrap_or_default())
+        }
+    };
+    eprintln!(
+        "train {} images, val {} images, classes {:?}; weights {} ({}); {} path",
+        train_ds.len(),
+        val_ds.len(),
+        train_ds.classes,
+        wpath.display(),
+        variant.name(),
+        if cfg.cached { "cached-feature" } else { "uncached" }
+    );
+    let history = run_training(&mut model, &train_ds, &val_ds, &cfg, previous)?;
+    let last = history.epochs.last().context("no epoch")?;
+    let mut manifest = Manifest::new(
+        &model,
+        train_ds.classes.clone(),
+        val_tf,
+        WeightsRef { path: wpath.clone(), sha256: sha },
+        cfg.seed,
+    );
+    manifest.train = Some(cfg.clone());
+    manifest.train_transform = Some(train_tf);
+    manifest.data_fingerprint = Some(covid_cxr::features::data_fingerprint(&train_ds)?);
+    manifest.val_report = Some(last.val.report.clone());
+    manifest.history = Some(history.clone());
+    checkpoint::save(&partial, &model, &manifest)?;
+    write_json(&partial.join("history.json"), &history)?;
+    write_json(&partial.join("metrics.json"), &last.val)?;
+    covid_cxr::imageio::write_atomic(
+        &partial.join("classification_report.txt"),
+        last.val.report.to_string().as_bytes(),
+        true,
+    )?;
+    std::fs::rename(&partial, out).with_context(|| format!("renaming {} to {}", partial.display(), out.display()))?;
+    println!(
+        "val accuracy {:.4}  macro precision {:.4}  macro recall {:.4}  macro F1 {:.4}  ({:.1}s in all, {:.1}s features)",
+        last.val.accuracy, last.val.macro_precision, last.val.macro_recall, last.val.macro_f1, history.total_seconds, history.feature_seconds
+    );
+    print!("{}", last.val.report);
+    eprintln!("run written to {}", out.display());
+    Ok(())
+}
+
+fn run_training(
+    model: &mut TransferModel,
+    train: &ImageFolder,
+    val: &ImageFolder,
+    cfg: &TrainConfig,
+    previous: covid_cxr::train::History,
+) -> Result<covid_cxr::train::History> {
+    let tty = std::io::stderr().is_terminal();
+    let pb = ProgressBar::new(1);
+    pb.set_style(
+        ProgressStyle::with_template("{msg:>16} [{bar:40}] {pos}/{len} {per_sec} eta {eta}")?.progress_chars("=> "),
+    );
+    if !tty {
+        pb.set_draw_target(indicatif::ProgressDrawTarget::hidden());
+    }
+    let mut stage = String::new();
+    let mut last = 0usize;
+    let h = resume_training(model, train, val, cfg, previous, &mut |p| match p {
+        Progress::Step { stage: s, done, total } => {
+            if s != stage {
+                last = 0;
+                stage = s.to_string();
+                pb.set_message(stage.clone());
+                pb.set_length(total as u64);
+                pb.reset();
+            }
+            pb.set_position(done as u64);
+            // without a terminal, one line per tenth of a long stage
+            let tenth = |d: usize| d * 10 / total.max(1);
+            if !tty && total >= 100 && tenth(done) != tenth(last) {
+                eprintln!("{stage}: {done}/{total}");
+            }
+            last = done;
+        }
+        Progress::Epoch(e) => {
+            if tty {
+                pb.println(e.to_string());
+            } else {
+                eprintln!("{e}");
+            }
+        }
+    })?;
+    pb.finish_and_clear();
+    Ok(h)
+}
+
+fn write_json<T: serde::Serialize>(path: &Path, v: &T) -> Result<()> {
+    covid_cxr::imageio::write_atomic(path, &serde_json::to_vec_pretty(v)?, true)?;
+    Ok(())
+}
+
+fn evaluate(run: &Path, data: &Path, json: Option<&Path>) -> Result<()> {
+    let (model, manifest) = checkpoint::load(run).with_context(|| format!("loading {}", run.display()))?;
+    let ds = ImageFolder::open(data, manifest.preprocessing.clone())?;
+    checkpoint::check_compatible(&manifest, &ds)?;
+    let ev = covid_cxr::evaluate::evaluate(&model, &ds)?;
+    if let Some(j) = json {
+        write_json(j, &ev)?;
+    }
+    print!("{}", ev.report);
+    println!(
+        "ECE {:.4}; one-vs-rest AUC: {}",
+        ev.ece,
+        ev.per_class
+            .iter()
+            .map(|c| format!("{} {}", c.name, c.auc.map(|a| format!("{a:.4}")).unwrap_or("n/a".into())))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    Ok(())
+}
+
+fn collect_images(inputs: &[PathBuf]) -> Result<Vec<PathBuf>> {
+    let mut out = Vec::new();
+    for p in inputs {
+        if p.is_dir() {
+            let mut files = covid_cxr::imageio::list_images(p)?;
+            out.append(&mut files);
+            let subs = covid_cxr::imageio::list_subdirs(p)?;
+            out.extend(collect_images(&subs)?);
+        } else if p.is_file() {
+            out.push(p.clone());
+        } else {
+            bail!("{}: no such file or folder", p.display());
+        }
+    }
+    Ok(out)
+}
+
+fn predict(run: &Path, threshold: f64, inputs: &[PathBuf]) -> Result<()> {
+    let (model, manifest) = checkpoint::load(run).with_context(|| format!("loading {}", run.display()))?;
+    let files = collect_images(inputs)?;
+    let tf = &manifest.preprocessing;
+    let stdout = std::io::stdout();
+    let mut w = stdout.lock();
+    for chunk in files.chunks(8) {
+        let mut xs = Vec::new();
+        for f in chunk {
+            let img = covid_cxr::imageio::open_image(f)?;
+            let mut rng = <rand_chacha::ChaCha8Rng as rand::SeedableRng>::seed_from_u64(0);
+            xs.push(tf.apply(&img, &mut rng)?);
+        }
+        let p = model.predict_proba(&tch::Tensor::stack(&xs, 0));
+        let rows = Vec::<Vec<f32>>::try_from(&p)?;
+        for (f, r) in chunk.iter().zip(rows) {
+            let (best, conf) = r.iter().enumerate().fold((0, f32::MIN), |a, (i, &v)| if v > a.1 { (i, v) } else { a });
+            let probs: serde_json::Map<String, serde_json::Value> =
+                manifest.classes.iter().zip(&r).map(|(c, &v)| (c.clone(), serde_json::json!(v))).collect();
+            let line = serde_json::json!({
+                "path": f, "probabilities": probs, "label": manifest.classes[best],
+                "confidence": conf, "deferred": (conf as f64) < threshold,
+            });
+            writeln!(w, "{line}")?;
+        }
+    }
+    Ok(())
+}
+
+fn prepare_weights(from: Option<&Path>, out: Option<&Path>) -> Result<()> {
+    let path = match from {
+        None => weights::ensure_pretrained()?,
+        Some(src) => {
+            let ext = src.extension().and_then(|e| e.to_str()).unwrap_or("");
+            let stem = src.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+            let is_ts = ext == "pt" && tch::CModule::load(src).is_ok();
+            let dest = out.map(Path::to_path_buf).unwrap_or_else(|| {
+                let name = if is_ts {
+                    weights::FID2015_SAFETENSORS.to_string()
+                } else {
+                    format!("inception_v3_{stem}.safetensors")
+                };
+                weights::weights_dir().join(name)
+            });
+            if is_ts {
+                weights::convert_fid_torchscript(src, &dest)?;
+            } else if ext == "safetensors" {
+                weights::convert_torchvision_safetensors(src, &dest)?;
+            } else {
+                weights::convert_torchvision_pth(src, &dest)?;
+            }
+            dest
+        }
+    };
+    println!("{}", path.display());
+    Ok(())
+}

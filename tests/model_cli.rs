@@ -1,0 +1,113 @@
+//! `covid-cxr train / evaluate / predict / weights` end to end on tiny synthetic data, with a
+//! randomly initialised backbone file (no download, no pretrained weights needed).
+
+use covid_cxr::model::{TransferConfig, TransferModel};
+use std::path::Path;
+use std::process::Command;
+
+fn bin() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_covid-cxr"))
+}
+
+fn run_ok(c: &mut Command) -> String {
+    let o = c.output().unwrap();
+    assert!(o.status.success(), "{:?} failed: {}", c, String::from_utf8_lossy(&o.stderr));
+    String::from_utf8(o.stdout).unwrap()
+}
+
+fn random_backbone(path: &Path) {
+    tch::manual_seed(0);
+    let m = TransferModel::new(&TransferConfig::default()).unwrap();
+    let t: Vec<(String, tch::Tensor)> = m.backbone_vs.variables().into_iter().collect();
+    covid_cxr::weights::write_safetensors(path, &t, &[("variant", "fid2015")]).unwrap();
+}
+
+#[test]
+fn train_evaluate_predict() {
+    let t = tempfile::tempdir().unwrap();
+    let p = |s: &str| t.path().join(s);
+    run_ok(bin().args(["synth", "--per-class", "5", "--seed", "2", "--out"]).arg(p("data")));
+    run_ok(bin().arg("split").arg(p("data")).arg(p("split")).args(["--ratio", "0.6,0.4"]));
+    random_backbone(&p("w.safetensors"));
+    let train = |out: &str, epochs: &str| {
+        let mut c = bin();
+        c.args(["train", "--epochs", epochs, "--size", "96", "--views", "2", "--data"])
+            .arg(p("split"))
+            .arg("--out")
+            .arg(p(out))
+            .arg("--weights")
+            .arg(p("w.safetensors"))
+            .env("COVID_CXR_CACHE", p("cache"));
+        c
+    };
+    let out = run_ok(&mut train("run", "2"));
+    assert!(out.contains("val accuracy") && out.contains("weighted avg"), "{out}");
+    for f in ["model.safetensors", "manifest.json", "history.json", "metrics.json", "classification_report.txt"] {
+        assert!(p("run").join(f).is_file(), "{f} missing");
+    }
+    // no overwrite
+    let o = train("run", "2").output().unwrap();
+    assert!(!o.status.success() && String::from_utf8_lossy(&o.stderr).contains("not empty"));
+    // resume for one more epoch into a new run
+    run_ok(train("run3", "3").arg("--resume").arg(p("run")));
+    let h: serde_json::Value = serde_json::from_slice(&std::fs::read(p("run3/history.json")).unwrap()).unwrap();
+    assert_eq!(h["epochs"].as_array().unwrap().len(), 3);
+    assert_eq!(h["epochs"][2]["epoch"], 3);
+    // evaluate
+    run_ok(
+        bin()
+            .arg("evaluate")
+            .arg("--model")
+            .arg(p("run"))
+            .arg("--data")
+            .arg(p("split/val"))
+            .arg("--json")
+            .arg(p("ev.json")),
+    );
+    let ev: serde_json::Value = serde_json::from_slice(&std::fs::read(p("ev.json")).unwrap()).unwrap();
+    for k in [
+        "classes",
+        "n",
+        "accuracy",
+        "macro_precision",
+        "macro_recall",
+        "macro_f1",
+        "confusion_matrix",
+        "per_class",
+        "ece",
+    ] {
+        assert!(ev.get(k).is_some(), "{k} missing in evaluation JSON");
+    }
+    for k in ["precision", "recall", "f1", "support", "sensitivity", "specificity", "auc"] {
+        assert!(ev["per_class"][0].get(k).is_some(), "per_class.{k} missing");
+    }
+    assert_eq!(ev["n"], 6);
+    // predict: one JSON line per image
+    let out =
+        run_ok(bin().arg("predict").arg("--model").arg(p("run")).args(["--threshold", "0.99"]).arg(p("split/val")));
+    let lines: Vec<serde_json::Value> = out.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(lines.len(), 6);
+    assert_eq!(lines[0]["deferred"], true);
+    assert!(lines[0]["probabilities"]["covid"].is_number());
+}
+
+#[test]
+fn weights_from_safetensors() {
+    let t = tempfile::tempdir().unwrap();
+    let src = t.path().join("tv.safetensors");
+    tch::manual_seed(0);
+    let cfg = TransferConfig { variant: covid_cxr::model::InceptionVariant::Torchvision, ..TransferConfig::default() };
+    let m = TransferModel::new(&cfg).unwrap();
+    let mut v: Vec<(String, tch::Tensor)> = m.backbone_vs.variables().into_iter().collect();
+    v.push(("fc.weight".into(), tch::Tensor::zeros([1000, 2048], (tch::Kind::Float, tch::Device::Cpu))));
+    covid_cxr::weights::write_safetensors(&src, &v, &[]).unwrap();
+    let out = t.path().join("out.safetensors");
+    let printed = run_ok(bin().args(["weights", "--from"]).arg(&src).arg("--out").arg(&out));
+    assert_eq!(printed.trim(), out.display().to_string());
+    assert_eq!(covid_cxr::weights::variant_of(&out).unwrap(), Some(covid_cxr::model::InceptionVariant::Torchvision));
+    // a misnamed tensor is reported by name
+    v.push(("Mixed_9z.conv.weight".into(), tch::Tensor::zeros([1], (tch::Kind::Float, tch::Device::Cpu))));
+    covid_cxr::weights::write_safetensors(&src, &v, &[]).unwrap();
+    let o = bin().args(["weights", "--from"]).arg(&src).arg("--out").arg(&out).output().unwrap();
+    assert!(!o.status.success() && String::from_utf8_lossy(&o.stderr).contains("Mixed_9z.conv.weight"));
+}
