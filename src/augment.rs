@@ -326,20 +326,36 @@ trait Sample: Copy + Send + Sync {
     fn to_f32(self) -> f32;
     fn from_f32(v: f32) -> Self;
 }
+// Rounding and flooring by casts: `f32::round`/`floor` are library calls on baseline x86-64.
 impl Sample for u8 {
+    #[inline(always)]
     fn to_f32(self) -> f32 {
         self as f32
     }
+    #[inline(always)]
     fn from_f32(v: f32) -> Self {
-        v.round().clamp(0.0, 255.0) as u8
+        (v.clamp(0.0, 255.0) + 0.5) as u8
     }
 }
 impl Sample for u16 {
+    #[inline(always)]
     fn to_f32(self) -> f32 {
         self as f32
     }
+    #[inline(always)]
     fn from_f32(v: f32) -> Self {
-        v.round().clamp(0.0, 65535.0) as u16
+        (v.clamp(0.0, 65535.0) + 0.5) as u16
+    }
+}
+
+/// `floor` for the sample coordinates (finite, well inside the `i32` range).
+#[inline(always)]
+fn fast_floor(v: f32) -> f32 {
+    let t = v as i32 as f32;
+    if t > v {
+        t - 1.0
+    } else {
+        t
     }
 }
 
@@ -465,25 +481,24 @@ fn warp_raw<const CH: usize, S: Sample>(raw_in: &[S], w: u32, h: u32, plan: &Pla
                 continue; // outside: black, as PIL
             }
             let (fx, fy) = (sx - 0.5, sy - 0.5);
-            let (x0, y0) = (fx.floor(), fy.floor());
+            let (x0, y0) = (fast_floor(fx), fast_floor(fy));
             let kx = &lut[((fx - x0) * LUT_STEPS as f32) as usize];
             let ky = &lut[((fy - y0) * LUT_STEPS as f32) as usize];
             let (x0, y0) = (x0 as i64 - 1, y0 as i64 - 1);
             let mut acc = [0f32; CH];
             if x0 >= 0 && y0 >= 0 && x0 + 3 < w as i64 && y0 + 3 < h as i64 {
                 let (x0, y0) = (x0 as usize, y0 as usize);
-                for (j, wy) in ky.iter().enumerate() {
+                // independent partial sums (a tree, not a chain): float adds are not reassociated
+                let mut r = [[0f32; CH]; 4];
+                for (j, rj) in r.iter_mut().enumerate() {
                     let base = ((y0 + j) * wu + x0) * CH;
                     let px = &raw[base..base + 4 * CH];
-                    let mut r = [0f32; CH];
-                    for (i, wx) in kx.iter().enumerate() {
-                        for c in 0..CH {
-                            r[c] += wx * px[i * CH + c];
-                        }
-                    }
                     for c in 0..CH {
-                        acc[c] += wy * r[c];
+                        rj[c] = (kx[0] * px[c] + kx[1] * px[CH + c]) + (kx[2] * px[2 * CH + c] + kx[3] * px[3 * CH + c]);
                     }
+                }
+                for c in 0..CH {
+                    acc[c] = (ky[0] * r[0][c] + ky[1] * r[1][c]) + (ky[2] * r[2][c] + ky[3] * r[3][c]);
                 }
             } else {
                 for (j, wy) in ky.iter().enumerate() {
