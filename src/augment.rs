@@ -494,7 +494,8 @@ fn warp_raw<const CH: usize, S: Sample>(raw_in: &[S], w: u32, h: u32, plan: &Pla
                     let base = ((y0 + j) * wu + x0) * CH;
                     let px = &raw[base..base + 4 * CH];
                     for c in 0..CH {
-                        rj[c] = (kx[0] * px[c] + kx[1] * px[CH + c]) + (kx[2] * px[2 * CH + c] + kx[3] * px[3 * CH + c]);
+                        rj[c] =
+                            (kx[0] * px[c] + kx[1] * px[CH + c]) + (kx[2] * px[2 * CH + c] + kx[3] * px[3 * CH + c]);
                     }
                 }
                 for c in 0..CH {

@@ -59,32 +59,41 @@ pub enum ExplainCmd {
 
 /// Runs the subcommand.
 pub fn run(c: ExplainCmd) -> Result<()> {
-    let ExplainCmd::Explain { model, images, method, samples, batch_size, top_labels, class, hide_color, seed, out } = c;
+    let ExplainCmd::Explain { model, images, method, samples, batch_size, top_labels, class, hide_color, seed, out } =
+        c;
     if out.exists() && std::fs::read_dir(&out).with_context(|| format!("reading {}", out.display()))?.next().is_some() {
         bail!("{}: output folder is not empty (nothing is overwritten)", out.display());
     }
-    let (m, manifest) = covid_cxr::checkpoint::load(&model).with_context(|| format!("loading the run {}", model.display()))?;
+    let (m, manifest) =
+        covid_cxr::checkpoint::load(&model).with_context(|| format!("loading the run {}", model.display()))?;
     let classes = manifest.classes.clone();
     let only: Option<usize> = match &class {
-        Some(name) => Some(classes.iter().position(|c| c == name).with_context(|| {
-            format!("class {name:?} is not one of the model's classes {classes:?}")
-        })?),
+        Some(name) => Some(
+            classes
+                .iter()
+                .position(|c| c == name)
+                .with_context(|| format!("class {name:?} is not one of the model's classes {classes:?}"))?,
+        ),
         None => None,
     };
-    let partial = out.with_file_name(format!(".{}.partial", out.file_name().context("--out needs a name")?.to_string_lossy()));
+    let partial =
+        out.with_file_name(format!(".{}.partial", out.file_name().context("--out needs a name")?.to_string_lossy()));
     if partial.exists() {
         std::fs::remove_dir_all(&partial)?;
     }
     std::fs::create_dir_all(&partial)?;
     let pb = ProgressBar::new(images.len() as u64);
-    pb.set_style(ProgressStyle::with_template("{msg:>12} [{bar:40}] {pos}/{len} eta {eta}").unwrap().progress_chars("=> "));
+    pb.set_style(
+        ProgressStyle::with_template("{msg:>12} [{bar:40}] {pos}/{len} eta {eta}").unwrap().progress_chars("=> "),
+    );
     pb.set_message("explain");
     for path in &images {
         let img = covid_cxr::imageio::open_image(path)?;
         let view = model_view(&img, &manifest.preprocessing)?;
         let stem = path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "image".into());
         let x = to_batch(std::slice::from_ref(&view), &manifest.preprocessing)?;
-        let probs: Vec<f64> = Vec::<f64>::try_from(tch::no_grad(|| m.predict_proba(&x)).to_kind(tch::Kind::Double).get(0))?;
+        let probs: Vec<f64> =
+            Vec::<f64>::try_from(tch::no_grad(|| m.predict_proba(&x)).to_kind(tch::Kind::Double).get(0))?;
         let mut order: Vec<usize> = (0..classes.len()).collect();
         order.sort_by(|a, b| probs[*b].partial_cmp(&probs[*a]).unwrap_or(std::cmp::Ordering::Equal));
         let targets: Vec<usize> = match only {
@@ -112,12 +121,17 @@ pub fn run(c: ExplainCmd) -> Result<()> {
             let mut per_class = serde_json::Map::new();
             for &t in &targets {
                 let le = e.label(t)?;
-                per_class.insert(classes[t].clone(), serde_json::json!({
-                    "intercept": le.intercept, "score": le.score, "local_pred": le.local_pred,
-                    "weights": le.weights.iter().map(|(s, w)| serde_json::json!([s, w])).collect::<Vec<_>>(),
-                }));
-                covid_cxr::plot::lime_boundaries(&e, t, &classes[t], 3, 5)?.save(partial.join(format!("{stem}_lime_{}.png", classes[t])))?;
-                covid_cxr::plot::lime_heatmap(&e, t, &classes[t])?.save(partial.join(format!("{stem}_lime_heatmap_{}.png", classes[t])))?;
+                per_class.insert(
+                    classes[t].clone(),
+                    serde_json::json!({
+                        "intercept": le.intercept, "score": le.score, "local_pred": le.local_pred,
+                        "weights": le.weights.iter().map(|(s, w)| serde_json::json!([s, w])).collect::<Vec<_>>(),
+                    }),
+                );
+                covid_cxr::plot::lime_boundaries(&e, t, &classes[t], 3, 5)?
+                    .save(partial.join(format!("{stem}_lime_{}.png", classes[t])))?;
+                covid_cxr::plot::lime_heatmap(&e, t, &classes[t])?
+                    .save(partial.join(format!("{stem}_lime_heatmap_{}.png", classes[t])))?;
             }
             record["lime"] = serde_json::json!({
                 "num_samples": samples, "seed": seed, "n_segments": e.segments.n_segments, "per_class": per_class,
@@ -140,20 +154,33 @@ pub fn run(c: ExplainCmd) -> Result<()> {
                     }
                 }
                 let above = map.iter().filter(|&&v| v >= 0.5).count() as f64 / n;
-                stats.insert(classes[t].clone(), serde_json::json!({
-                    "mean": mean, "max": best, "argmax_row_col": [at.0, at.1], "fraction_at_least_0.5": above,
-                    "height": map.nrows(), "width": map.ncols(),
-                }));
-                covid_cxr::plot::gradcam_overlay(&view, map.view(), 0.45, &format!("Grad-CAM (Mixed_7c) for class '{}'", classes[t]))?
-                    .save(partial.join(format!("{stem}_gradcam_{}.png", classes[t])))?;
+                stats.insert(
+                    classes[t].clone(),
+                    serde_json::json!({
+                        "mean": mean, "max": best, "argmax_row_col": [at.0, at.1], "fraction_at_least_0.5": above,
+                        "height": map.nrows(), "width": map.ncols(),
+                    }),
+                );
+                covid_cxr::plot::gradcam_overlay(
+                    &view,
+                    map.view(),
+                    0.45,
+                    &format!("Grad-CAM (Mixed_7c) for class '{}'", classes[t]),
+                )?
+                .save(partial.join(format!("{stem}_gradcam_{}.png", classes[t])))?;
                 cams.push((classes[t].clone(), map));
             }
             record["gradcam"] = serde_json::Value::Object(stats);
         }
         if let (Method::Both, Some(e)) = (method, &exp) {
-            covid_cxr::plot::explain_side_by_side(&view, e, &cams, &classes)?.save(partial.join(format!("{stem}_side_by_side.png")))?;
+            covid_cxr::plot::explain_side_by_side(&view, e, &cams, &classes)?
+                .save(partial.join(format!("{stem}_side_by_side.png")))?;
         }
-        covid_cxr::imageio::write_atomic(&partial.join(format!("{stem}.json")), serde_json::to_string_pretty(&record)?.as_bytes(), false)?;
+        covid_cxr::imageio::write_atomic(
+            &partial.join(format!("{stem}.json")),
+            serde_json::to_string_pretty(&record)?.as_bytes(),
+            false,
+        )?;
         pb.inc(1);
     }
     pb.finish();
@@ -164,4 +191,3 @@ pub fn run(c: ExplainCmd) -> Result<()> {
     eprintln!("explanations written to {}", out.display());
     Ok(())
 }
-

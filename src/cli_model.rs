@@ -257,6 +257,11 @@ fn train(data: &Path, out: &Path, cfg: &TrainConfig, o: &TrainOpts) -> Result<()
         last.val.report.to_string().as_bytes(),
         true,
     )?;
+    // pictures: the training curves and the validation figures
+    covid_cxr::report::accuracy_loss(&history)?.save(partial.join("accuracy_loss.png"))?;
+    let ev = covid_cxr::evaluate::evaluate(&model, &val_ds)?;
+    write_json(&partial.join("val_evaluation.json"), &ev)?;
+    covid_cxr::report::save_evaluation_figures(&ev, &partial, "val_")?;
     std::fs::rename(&partial, out).with_context(|| format!("renaming {} to {}", partial.display(), out.display()))?;
     println!(
         "val accuracy {:.4}  macro precision {:.4}  macro recall {:.4}  macro F1 {:.4}  ({:.1}s in all, {:.1}s features)",
@@ -325,6 +330,11 @@ fn evaluate(run: &Path, data: &Path, json: Option<&Path>) -> Result<()> {
     let ev = covid_cxr::evaluate::evaluate(&model, &ds)?;
     if let Some(j) = json {
         write_json(j, &ev)?;
+        // the figures beside the JSON: <stem>_confusion.png, _roc.png, _reliability.png, _coverage.png
+        let stem = j.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "evaluation".into());
+        let dir = j.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+        let figs = covid_cxr::report::save_evaluation_figures(&ev, dir, &format!("{stem}_"))?;
+        eprintln!("figures: {}", figs.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", "));
     }
     print!("{}", ev.report);
     println!(

@@ -44,9 +44,6 @@ pub use error::{Error, Result};
 
 /// Everything a notebook cell needs.
 pub mod prelude {
-    pub use image;
-    pub use ndarray;
-    pub use tch;
     pub use crate::augment::{move_into_class, Pipeline};
     pub use crate::data::{Batch, DataLoader, ImageFolder};
     pub use crate::error::{Error, Result};
@@ -63,4 +60,7 @@ pub mod prelude {
     pub use crate::synth::{generate as synth_generate, SynthConfig, CLASSES};
     pub use crate::train::{train_model, History, TrainConfig};
     pub use crate::transforms::Compose;
+    pub use image;
+    pub use ndarray;
+    pub use tch;
 }

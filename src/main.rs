@@ -93,18 +93,25 @@ enum Cmd {
         #[arg(long, default_value_t = 1337)]
         seed: u64,
     },
-    /// The main job end to end on the embedded synthetic default: synth, augment, split, load,
-    /// grid picture. Writes into a new folder, renamed into place only when complete.
+    /// The main job end to end on the embedded synthetic default: synth, augment, split, load (grid
+    /// picture), pretrained InceptionV3 training, evaluation figures, predictions, LIME and
+    /// Grad-CAM. Writes into a new folder, renamed into place only when complete.
     Demo {
         /// Output folder (must not exist); default runs/demo-<time>.
         #[arg(long)]
         out: Option<PathBuf>,
         /// Synthetic images per class.
-        #[arg(long, default_value_t = 40)]
+        #[arg(long, default_value_t = 60)]
         per_class: usize,
         /// Seed.
         #[arg(long, default_value_t = 1337)]
         seed: u64,
+        /// Only the data stages (no model).
+        #[arg(long)]
+        quick: bool,
+        /// LIME samples for the explanation step.
+        #[arg(long, default_value_t = 1000)]
+        explain_samples: usize,
     },
     /// Throughput benchmark: decode + transform, and augmentation sample(), images/s.
     Bench {
@@ -202,7 +209,7 @@ fn grid(data: &Path, out: &Path, batch_size: usize, train_tf: bool, size: u32, s
     Ok(())
 }
 
-fn demo(out: Option<PathBuf>, per_class: usize, seed: u64) -> Result<()> {
+fn demo(out: Option<PathBuf>, per_class: usize, seed: u64, quick: bool, explain_samples: usize) -> Result<()> {
     let out = out.unwrap_or_else(|| {
         let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
         PathBuf::from(format!("runs/demo-{t}"))
@@ -217,19 +224,84 @@ fn demo(out: Option<PathBuf>, per_class: usize, seed: u64) -> Result<()> {
         std::fs::remove_dir_all(&work).with_context(|| format!("removing stale {}", work.display()))?;
     }
     let t0 = Instant::now();
-    eprintln!("[1/5] synthetic data (synthetic, not diagnostic)");
+    let steps = if quick { 4 } else { 8 };
+    eprintln!("[1/{steps}] synthetic data (synthetic, not diagnostic)");
     synth(&work.join("data"), per_class, seed)?;
-    eprintln!("[2/5] augment covid with the notebook's Augmentor pipeline, move into class");
+    eprintln!("[2/{steps}] augment covid with the notebook's Augmentor pipeline, move into class");
     augment(&work.join("data/covid"), Some(per_class / 4 + 1), false, seed, true)?;
-    eprintln!("[3/5] split 0.8/0.2");
+    eprintln!("[3/{steps}] split 0.8/0.2");
     split(&work.join("data"), &work.join("split"), vec![0.8, 0.2], seed, None, false)?;
-    eprintln!("[4/5] load one batch with the training transforms");
+    eprintln!("[4/{steps}] load one batch with the training transforms");
     grid(&work.join("split/train"), &work.join("batch_grid.png"), 8, true, 299, seed)?;
-    eprintln!("[5/5] done in {:.1}s", t0.elapsed().as_secs_f64());
+    if !quick {
+        demo_model(&work, seed, explain_samples, steps)?;
+    }
+    eprintln!("done in {:.1}s", t0.elapsed().as_secs_f64());
     std::fs::rename(&work, &out).with_context(|| format!("renaming {} to {}", work.display(), out.display()))?;
     println!("{}", out.display());
-    eprintln!("results in {} (batch grid: {}/batch_grid.png)", out.display(), out.display());
+    eprintln!(
+        "results in {}: batch_grid.png, run/ (model, curves, evaluation figures), predictions.png, explain/",
+        out.display()
+    );
     Ok(())
+}
+
+/// The model half of the demo: pretrained InceptionV3, training, evaluation, predictions, explanations.
+fn demo_model(work: &Path, seed: u64, explain_samples: usize, steps: usize) -> Result<()> {
+    use covid_cxr::checkpoint::{Manifest, WeightsRef};
+    eprintln!("[5/{steps}] pretrained InceptionV3 (frozen), new head; train 15 epochs on cached features");
+    let wpath =
+        covid_cxr::weights::ensure_pretrained().context("preparing the pretrained weights (run scripts/setup.sh)")?;
+    let sha = covid_cxr::weights::sha256_file(&wpath)?;
+    tch::manual_seed(seed as i64);
+    let mut model = TransferModel::pretrained(&TransferConfig::default())?;
+    let (train_ds, val_ds) =
+        ImageFolder::open_split(work.join("split"), Compose::notebook_train(299), Compose::notebook_val(299))?;
+    let cfg = TrainConfig { seed, weights_sha256: Some(sha.clone()), ..TrainConfig::default() };
+    let history = covid_cxr::train::train_model(&mut model, &train_ds, &val_ds, &cfg)?;
+    let run = work.join("run");
+    let mut manifest = Manifest::new(
+        &model,
+        train_ds.classes.clone(),
+        Compose::notebook_val(299),
+        WeightsRef { path: wpath, sha256: sha },
+        seed,
+    );
+    manifest.train = Some(cfg);
+    manifest.history = Some(history.clone());
+    manifest.val_report = history.epochs.last().map(|e| e.val.report.clone());
+    covid_cxr::checkpoint::save(&run, &model, &manifest)?;
+    covid_cxr::imageio::write_atomic(&run.join("history.json"), &serde_json::to_vec_pretty(&history)?, false)?;
+    covid_cxr::report::accuracy_loss(&history)?.save(run.join("accuracy_loss.png"))?;
+    eprintln!("[6/{steps}] evaluate on val: report, confusion matrix, ROC, calibration, deferral");
+    let ev = evaluate(&model, &val_ds)?;
+    print!("{}", ev.report);
+    covid_cxr::imageio::write_atomic(&run.join("val_evaluation.json"), &serde_json::to_vec_pretty(&ev)?, false)?;
+    covid_cxr::report::save_evaluation_figures(&ev, &run, "val_")?;
+    eprintln!("[7/{steps}] predictions on one image per class");
+    let picks: Vec<usize> =
+        (0..val_ds.classes.len()).filter_map(|c| val_ds.samples.iter().position(|(_, l)| *l == c as i64)).collect();
+    let batch = DataLoader::new(&val_ds, picks.len()).load(&picks, 0)?.context("no validation image")?;
+    let probs: Vec<Vec<f64>> = Vec::<Vec<f32>>::try_from(&tch::no_grad(|| model.predict_proba(&batch.images)))?
+        .into_iter()
+        .map(|r| r.into_iter().map(f64::from).collect())
+        .collect();
+    let labels: Vec<usize> = Vec::<i64>::try_from(&batch.labels)?.into_iter().map(|l| l as usize).collect();
+    let images = covid_cxr::plot::tensor_to_images(&batch.images, [0.5; 3], [0.5; 3])?;
+    covid_cxr::plot::predictions(&images, &labels, &probs, &val_ds.classes)?.save(work.join("predictions.png"))?;
+    eprintln!("[8/{steps}] explain one validation image with LIME ({explain_samples} samples) and Grad-CAM");
+    cli_explain::run(cli_explain::ExplainCmd::Explain {
+        model: run,
+        images: vec![batch.paths[0].clone()],
+        method: cli_explain::Method::Both,
+        samples: explain_samples,
+        batch_size: 32,
+        top_labels: 3,
+        class: None,
+        hide_color: Some(0),
+        seed,
+        out: work.join("explain"),
+    })
 }
 
 fn bench(data: Option<PathBuf>, n_aug: usize, json: Option<PathBuf>) -> Result<()> {
@@ -291,7 +363,9 @@ fn main() {
         Cmd::Grid { data, out, batch_size, train_transform, size, seed } => {
             grid(&data, &out, batch_size, train_transform, size, seed)
         }
-        Cmd::Demo { out, per_class, seed } => demo(out, per_class, seed),
+        Cmd::Demo { out, per_class, seed, quick, explain_samples } => {
+            demo(out, per_class, seed, quick, explain_samples)
+        }
         Cmd::Bench { data, augment_samples, json } => bench(data, augment_samples, json),
         Cmd::Model(c) => cli_model::run(c),
         Cmd::Explain(c) => cli_explain::run(c),

@@ -26,14 +26,17 @@ pub fn roc_curves(e: &Evaluation) -> Result<Figure> {
         .iter()
         .zip(&e.per_class)
         .filter(|(_, c)| c.auc.is_some())
-        .map(|(r, c)| (r.class.clone(), r.fpr.iter().cloned().zip(r.tpr.iter().cloned()).collect(), c.auc.unwrap_or(f64::NAN)))
+        .map(|(r, c)| {
+            (r.class.clone(), r.fpr.iter().cloned().zip(r.tpr.iter().cloned()).collect(), c.auc.unwrap_or(f64::NAN))
+        })
         .collect();
     plot::roc_curves(&curves)
 }
 
 /// The reliability diagram, with the expected calibration error.
 pub fn reliability_diagram(e: &Evaluation) -> Result<Figure> {
-    let bins: Vec<(f64, f64, usize)> = e.reliability.iter().map(|b| (b.confidence, b.accuracy, b.count as usize)).collect();
+    let bins: Vec<(f64, f64, usize)> =
+        e.reliability.iter().map(|b| (b.confidence, b.accuracy, b.count as usize)).collect();
     plot::reliability_diagram(&bins, e.ece)
 }
 

@@ -221,10 +221,10 @@ fn sample_finding(rng: &mut impl Rng, class: &str) -> Finding {
                 v0,
                 v1,
                 lat0: rng.random_range(0.0..0.35),
-                density: rng.random_range(0.24..0.36),
+                density: rng.random_range(0.3..0.42),
             }
         }
-        "covid" => Finding::GroundGlass { density: rng.random_range(0.13..0.21), extent: rng.random_range(0.45..0.7) },
+        "covid" => Finding::GroundGlass { density: rng.random_range(0.2..0.3), extent: rng.random_range(0.5..0.75) },
         _ => Finding::None,
     }
 }

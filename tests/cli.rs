@@ -64,7 +64,7 @@ fn errors_name_the_file_and_exit_non_zero() {
 fn demo_writes_a_finished_folder_only() {
     let t = tempfile::tempdir().unwrap();
     let out = t.path().join("run");
-    ok(&["demo", "--out", out.to_str().unwrap(), "--per-class", "6"]);
+    ok(&["demo", "--out", out.to_str().unwrap(), "--per-class", "6", "--quick"]);
     assert!(out.join("batch_grid.png").exists());
     assert!(out.join("split/train/covid").is_dir());
     assert!(!t.path().join(".run.partial").exists());

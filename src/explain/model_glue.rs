@@ -30,8 +30,8 @@ pub fn to_batch(images: &[RgbImage], preprocessing: &Compose) -> Result<Tensor> 
     let mut data = Vec::new();
     let mut shape = (0, 0);
     for img in images {
-        let (d, h, w) =
-            preprocessing.apply_vec(&DynamicImage::ImageRgb8(img.clone()), &mut rand_chacha::ChaCha8Rng::seed_from_u64(0))?;
+        let (d, h, w) = preprocessing
+            .apply_vec(&DynamicImage::ImageRgb8(img.clone()), &mut rand_chacha::ChaCha8Rng::seed_from_u64(0))?;
         shape = (h as i64, w as i64);
         data.extend(d);
     }
