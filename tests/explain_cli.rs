@@ -1,0 +1,95 @@
+//! `covid-cxr explain` end to end on a tiny run (random backbone, synthetic films): the same seed
+//! gives the same weights, the figures and the JSON are written, bad inputs are clear errors.
+
+use covid_cxr::model::{TransferConfig, TransferModel};
+use std::path::Path;
+use std::process::Command;
+
+fn bin() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_covid-cxr"))
+}
+
+fn run_ok(c: &mut Command) -> String {
+    let o = c.output().unwrap();
+    assert!(o.status.success(), "{:?} failed: {}", c, String::from_utf8_lossy(&o.stderr));
+    String::from_utf8(o.stdout).unwrap()
+}
+
+fn random_backbone(path: &Path) {
+    tch::manual_seed(0);
+    let m = TransferModel::new(&TransferConfig::default()).unwrap();
+    let t: Vec<(String, tch::Tensor)> = m.backbone_vs.variables().into_iter().collect();
+    covid_cxr::weights::write_safetensors(path, &t, &[("variant", "fid2015")]).unwrap();
+}
+
+#[test]
+fn explain_is_deterministic_and_checks_its_inputs() {
+    let t = tempfile::tempdir().unwrap();
+    let p = |s: &str| t.path().join(s);
+    run_ok(bin().args(["synth", "--per-class", "4", "--seed", "3", "--out"]).arg(p("data")));
+    run_ok(bin().arg("split").arg(p("data")).arg(p("split")).args(["--ratio", "0.5,0.5"]));
+    random_backbone(&p("w.safetensors"));
+    run_ok(
+        bin()
+            .args(["train", "--epochs", "1", "--size", "139", "--views", "1", "--data"])
+            .arg(p("split"))
+            .arg("--out")
+            .arg(p("run"))
+            .arg("--weights")
+            .arg(p("w.safetensors"))
+            .env("COVID_CXR_CACHE", p("cache")),
+    );
+    let img = p("data/pneumonia/synth_pneumonia_00001.png");
+    let explain = |out: &str, extra: &[&str]| {
+        let mut c = bin();
+        c.args(["explain", "--model"]).arg(p("run")).arg(&img).args(["--samples", "40", "--out"]).arg(p(out));
+        if !extra.contains(&"--seed") {
+            c.args(["--seed", "5"]);
+        }
+        c.args(extra);
+        c
+    };
+    run_ok(&mut explain("e1", &[]));
+    run_ok(&mut explain("e2", &[]));
+    let json = |d: &str| -> serde_json::Value {
+        serde_json::from_slice(&std::fs::read(p(d).join("synth_pneumonia_00001.json")).unwrap()).unwrap()
+    };
+    let (a, b) = (json("e1"), json("e2"));
+    assert_eq!(a["lime"], b["lime"], "same seed, same LIME weights");
+    assert_eq!(a["gradcam"], b["gradcam"]);
+    assert_eq!(a["lime"]["per_class"].as_object().unwrap().len(), 3);
+    for f in ["side_by_side.png", "lime_covid.png", "lime_heatmap_normal.png", "gradcam_pneumonia.png"] {
+        assert!(p("e1").join(format!("synth_pneumonia_00001_{f}")).is_file(), "{f}");
+    }
+    // a different seed gives other samples
+    run_ok(&mut explain("e3", &["--seed", "6", "--method", "lime"]));
+    assert_ne!(json("e3")["lime"]["per_class"], a["lime"]["per_class"]);
+
+    let err = |c: &mut Command| -> String {
+        let o = c.output().unwrap();
+        assert!(!o.status.success());
+        String::from_utf8_lossy(&o.stderr).into_owned()
+    };
+    // the output folder is not overwritten
+    assert!(err(&mut explain("e1", &[])).contains("not empty"));
+    // a class the model does not have
+    let e = err(&mut explain("e4", &["--class", "tuberculosis"]));
+    assert!(e.contains("tuberculosis") && e.contains("covid"), "{e}");
+    // zero samples
+    let e = err(&mut explain("e5", &["--samples", "0", "--method", "lime"]));
+    assert!(e.to_lowercase().contains("sample"), "{e}");
+    // an image that cannot be read
+    std::fs::write(p("broken.png"), b"not a png").unwrap();
+    let o = bin()
+        .args(["explain", "--model"])
+        .arg(p("run"))
+        .arg(p("broken.png"))
+        .arg("--out")
+        .arg(p("e6"))
+        .output()
+        .unwrap();
+    let e = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success() && e.contains("broken.png"), "{e}");
+    // no half-written output folder is left behind looking finished
+    assert!(!p("e5").exists() && !p("e6").exists());
+}
