@@ -35,8 +35,8 @@ pub enum ExplainCmd {
         /// LIME samples (the notebook's 1000).
         #[arg(long, default_value_t = 1000)]
         samples: usize,
-        /// LIME: images per model call.
-        #[arg(long, default_value_t = 32)]
+        /// LIME: images per model call (8 measured fastest on a 2-core CPU: see the README).
+        #[arg(long, default_value_t = 8)]
         batch_size: usize,
         /// LIME: explain the k most probable classes (the notebook's 3).
         #[arg(long, default_value_t = 3)]

@@ -295,7 +295,7 @@ fn demo_model(work: &Path, seed: u64, explain_samples: usize, steps: usize) -> R
         images: vec![batch.paths[0].clone()],
         method: cli_explain::Method::Both,
         samples: explain_samples,
-        batch_size: 32,
+        batch_size: 8,
         top_labels: 3,
         class: None,
         hide_color: Some(0),
