@@ -1,26 +1,9 @@
 //! `covid-cxr explain` end to end on a tiny run (random backbone, synthetic films): the same seed
 //! gives the same weights, the figures and the JSON are written, bad inputs are clear errors.
 
-use covid_cxr::model::{TransferConfig, TransferModel};
-use std::path::Path;
+mod common;
+use common::{bin, random_backbone, run_ok};
 use std::process::Command;
-
-fn bin() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_covid-cxr"))
-}
-
-fn run_ok(c: &mut Command) -> String {
-    let o = c.output().unwrap();
-    assert!(o.status.success(), "{:?} failed: {}", c, String::from_utf8_lossy(&o.stderr));
-    String::from_utf8(o.stdout).unwrap()
-}
-
-fn random_backbone(path: &Path) {
-    tch::manual_seed(0);
-    let m = TransferModel::new(&TransferConfig::default()).unwrap();
-    let t: Vec<(String, tch::Tensor)> = m.backbone_vs.variables().into_iter().collect();
-    covid_cxr::weights::write_safetensors(path, &t, &[("variant", "fid2015")]).unwrap();
-}
 
 #[test]
 fn explain_is_deterministic_and_checks_its_inputs() {
