@@ -19,7 +19,6 @@ TORCH_VERSION=2.13.0
 CUDART_VERSION=13.0.96
 CUPTI_VERSION=13.0.85
 FID_VERSION=0.1.3
-FID_SHA256=""   # filled in below (checked in scripts/weights.sha256)
 WHEELS="$CACHE/wheels"
 TREE="$CACHE/libtorch-$TORCH_VERSION-cpu"
 mkdir -p "$WHEELS"

@@ -2,9 +2,9 @@
 
 use anyhow::{bail, Context, Result};
 use clap::{Subcommand, ValueEnum};
+use covid_cxr::explain::gradcam::{cam_maps, grad_cam_classes};
 use covid_cxr::explain::model_glue::{lime_classifier, model_view, to_batch};
-use covid_cxr::explain::{grad_cam, gradcam::cam_maps, LimeConfig, LimeImageExplainer};
-use indicatif::{ProgressBar, ProgressStyle};
+use covid_cxr::explain::{LimeConfig, LimeImageExplainer};
 use std::path::PathBuf;
 
 /// Which explanation to compute.
@@ -82,11 +82,7 @@ pub fn run(c: ExplainCmd) -> Result<()> {
         std::fs::remove_dir_all(&partial)?;
     }
     std::fs::create_dir_all(&partial)?;
-    let pb = ProgressBar::new(images.len() as u64);
-    pb.set_style(
-        ProgressStyle::with_template("{msg:>12} [{bar:40}] {pos}/{len} eta {eta}").unwrap().progress_chars("=> "),
-    );
-    pb.set_message("explain");
+    let pb = crate::bar(images.len() as u64, "explain");
     for path in &images {
         let img = covid_cxr::imageio::open_image(path)?;
         let view = model_view(&img, &manifest.preprocessing)?;
@@ -141,9 +137,9 @@ pub fn run(c: ExplainCmd) -> Result<()> {
         let mut cams = Vec::new();
         if method != Method::Lime {
             let mut stats = serde_json::Map::new();
-            for &t in &targets {
-                let cam = grad_cam(&m, &x, t as i64)?;
-                let map = cam_maps(&cam)?.remove(0);
+            let classes_i64: Vec<i64> = targets.iter().map(|&t| t as i64).collect();
+            let maps = cam_maps(&grad_cam_classes(&m, &x, &classes_i64)?)?;
+            for (&t, map) in targets.iter().zip(maps) {
                 let n = map.len() as f64;
                 let mean = map.iter().map(|&v| v as f64).sum::<f64>() / n;
                 let (mut best, mut at) = (f32::MIN, (0usize, 0usize));

@@ -19,7 +19,6 @@ use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use rayon::prelude::*;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use tch::Tensor;
 
@@ -154,10 +153,7 @@ pub struct DataLoader<'a> {
 }
 
 fn mix(a: u64, b: u64, c: u64) -> u64 {
-    let mut z = a ^ b.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ c.wrapping_mul(0xC2B2_AE3D_27D4_EB4F);
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^ (z >> 31)
+    crate::seed::mix(a, b, 0x9E37_79B9_7F4A_7C15, c, 0xC2B2_AE3D_27D4_EB4F)
 }
 
 impl<'a> DataLoader<'a> {
@@ -209,7 +205,7 @@ impl<'a> DataLoader<'a> {
     /// The batches of `epoch` (deterministic for the seed and epoch).
     pub fn iter(&self, epoch: u64) -> BatchIter<'a> {
         let order = self.order(epoch);
-        BatchIter { loader: self.clone(), order, pos: 0, epoch, failed: Arc::new(AtomicUsize::new(0)) }
+        BatchIter { loader: self.clone(), order, pos: 0, epoch }
     }
     /// Loads the items at `indices` as one batch (parallel decoding).
     pub fn load(&self, indices: &[usize], epoch: u64) -> Result<Option<Batch>> {
@@ -259,8 +255,6 @@ pub struct BatchIter<'a> {
     order: Vec<usize>,
     pos: usize,
     epoch: u64,
-    #[allow(dead_code)]
-    failed: Arc<AtomicUsize>,
 }
 
 impl Iterator for BatchIter<'_> {
@@ -278,10 +272,8 @@ impl Iterator for BatchIter<'_> {
             self.pos = end;
             match self.loader.load(&idx, self.epoch) {
                 Ok(Some(b)) => return Some(Ok(b)),
-                Ok(None) => {
-                    self.failed.fetch_add(idx.len(), Ordering::Relaxed);
-                    continue;
-                }
+                // every image of this batch was skipped as corrupt (and counted in the dataset)
+                Ok(None) => continue,
                 Err(e) => {
                     self.pos = self.order.len();
                     return Some(Err(e));

@@ -98,16 +98,6 @@ fn describe_decode_error(format: ImageFormat, e: &image::ImageError) -> String {
     }
 }
 
-/// Converts any image to 8-bit grayscale (16-bit values are scaled, not clipped).
-pub fn to_luma8(img: &DynamicImage) -> image::GrayImage {
-    img.to_luma8()
-}
-
-/// Converts any image to 8-bit RGB, as PIL's `convert("RGB")` in `ImageFolder`.
-pub fn to_rgb8(img: &DynamicImage) -> image::RgbImage {
-    img.to_rgb8()
-}
-
 /// A sibling temporary path for `dest`, hidden and marked as partial.
 pub fn temp_path_for(dest: &Path) -> PathBuf {
     let name = dest.file_name().and_then(|n| n.to_str()).unwrap_or("out");

@@ -34,6 +34,7 @@ pub mod metrics;
 pub mod model;
 pub mod plot;
 pub mod report;
+pub mod seed;
 pub mod split;
 pub mod synth;
 pub mod train;

@@ -158,7 +158,32 @@ fn check_ratios(r: &[f64]) -> Result<()> {
     Ok(())
 }
 
-fn load_manifest(csv_path: &Path, file_col: &str, key_col: &str) -> Result<HashMap<String, String>> {
+/// A manifest's group keys, indexed three ways so that each file is found in constant time: by the
+/// whole path, by its last two components (`class/name`) and by file name (first row wins).
+#[derive(Default)]
+struct ManifestIndex {
+    full: HashMap<String, String>,
+    tail2: HashMap<String, String>,
+    name: HashMap<String, String>,
+}
+
+impl ManifestIndex {
+    fn insert(&mut self, file: String, key: String) {
+        let parts: Vec<&str> = file.rsplitn(3, '/').collect();
+        if parts.len() >= 2 {
+            self.tail2.entry(format!("{}/{}", parts[1], parts[0])).or_insert_with(|| key.clone());
+        }
+        self.name.entry(parts[0].to_string()).or_insert_with(|| key.clone());
+        self.full.insert(file, key);
+    }
+
+    /// The key of `rel` (`class/name`), matched by whole path, then path suffix, then file name.
+    fn get(&self, rel: &str, name: &str) -> Option<&String> {
+        self.full.get(rel).or_else(|| self.tail2.get(rel)).or_else(|| self.name.get(name))
+    }
+}
+
+fn load_manifest(csv_path: &Path, file_col: &str, key_col: &str) -> Result<ManifestIndex> {
     let mut rdr =
         csv::Reader::from_path(csv_path).map_err(|e| Error::dataset(csv_path, format!("cannot read CSV: {e}")))?;
     let headers = rdr.headers().map_err(|e| Error::dataset(csv_path, format!("cannot read CSV header: {e}")))?.clone();
@@ -174,33 +199,23 @@ fn load_manifest(csv_path: &Path, file_col: &str, key_col: &str) -> Result<HashM
             format!("no column {key_col:?} (columns: {})", headers.iter().collect::<Vec<_>>().join(", ")),
         )
     })?;
-    let mut map = HashMap::new();
+    let mut index = ManifestIndex::default();
     for (line, rec) in rdr.records().enumerate() {
         let rec = rec.map_err(|e| Error::dataset(csv_path, format!("row {}: {e}", line + 2)))?;
-        map.insert(rec.get(fi).unwrap_or("").replace('\\', "/"), rec.get(ki).unwrap_or("").to_string());
+        index.insert(rec.get(fi).unwrap_or("").replace('\\', "/"), rec.get(ki).unwrap_or("").to_string());
     }
-    Ok(map)
+    Ok(index)
 }
 
-fn group_key(group: &GroupBy, manifest: &Option<HashMap<String, String>>, rel: &str, path: &Path) -> Result<String> {
+fn group_key(group: &GroupBy, manifest: &Option<ManifestIndex>, rel: &str, path: &Path) -> Result<String> {
     let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
     Ok(match group {
         GroupBy::None => name,
         GroupBy::Prefix(d) => name.split(d.as_str()).next().unwrap_or(&name).to_string(),
-        GroupBy::Manifest { csv, .. } => {
-            let m = manifest.as_ref().expect("loaded");
-            if let Some(k) = m.get(rel) {
-                k.clone()
-            } else if let Some((_, k)) = m.iter().find(|(f, _)| f.ends_with(&format!("/{rel}")) || *f == rel) {
-                k.clone()
-            } else if let Some((_, k)) =
-                m.iter().find(|(f, _)| Path::new(f).file_name().map(|n| n.to_string_lossy() == name).unwrap_or(false))
-            {
-                k.clone()
-            } else {
-                return Err(Error::dataset(csv, format!("no row for {}", path.display())));
-            }
-        }
+        GroupBy::Manifest { csv, .. } => match manifest.as_ref().expect("loaded").get(rel, &name) {
+            Some(k) => k.clone(),
+            None => return Err(Error::dataset(csv, format!("no row for {}", path.display()))),
+        },
     })
 }
 

@@ -58,12 +58,8 @@ impl SynthConfig {
 }
 
 fn mix_seed(seed: u64, class: usize, index: usize) -> u64 {
-    // splitmix64 over (seed, class, index): independent streams per image.
-    let mut z =
-        seed ^ (class as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ (index as u64).wrapping_mul(0xD1B5_4A32_D192_ED03);
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^ (z >> 31)
+    // independent streams per image
+    crate::seed::mix(seed, class as u64, 0x9E37_79B9_7F4A_7C15, index as u64, 0xD1B5_4A32_D192_ED03)
 }
 
 fn smoothstep(e0: f32, e1: f32, x: f32) -> f32 {

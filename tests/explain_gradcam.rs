@@ -1,6 +1,6 @@
 //! Grad-CAM on a tiny `tch::nn` model whose evidence location is known.
 
-use covid_cxr::explain::{cam_maps, grad_cam, grad_cam_per_item, overlay, CamModel, Colormap};
+use covid_cxr::explain::{cam_maps, grad_cam, grad_cam_classes, grad_cam_per_item, overlay, CamModel, Colormap};
 use tch::{nn, nn::Module, Device, Kind, Tensor};
 
 /// conv 3x3 (3 -> 3 channels, identity weights) + ReLU + 4x4 average pool = "Mixed_7c";
@@ -67,6 +67,23 @@ fn cam_peaks_on_the_evidence_of_each_class() {
     assert!((red.iter().cloned().fold(0.0, f32::max) - 1.0).abs() < 1e-6);
     // The model's parameters got no gradient from Grad-CAM.
     assert!(!net.conv.ws.grad().defined() || net.conv.ws.grad().abs().sum(Kind::Float).double_value(&[]) == 0.0);
+}
+
+#[test]
+fn several_classes_of_one_image_in_one_pass() {
+    let vs = nn::VarStore::new(Device::Cpu);
+    let net = TinyNet::new(&vs);
+    let x = input();
+    let maps = cam_maps(&grad_cam_classes(&net, &x, &[1, 0]).unwrap()).unwrap();
+    assert_eq!(maps.len(), 2);
+    for (m, class) in maps.iter().zip([1i64, 0]) {
+        let one = cam_maps(&grad_cam(&net, &x, class).unwrap()).unwrap().remove(0);
+        let diff = m.iter().zip(one.iter()).map(|(a, b)| (a - b).abs()).fold(0.0f32, f32::max);
+        assert!(diff < 1e-6, "class {class}: {diff}");
+    }
+    assert!(grad_cam_classes(&net, &x, &[]).is_err());
+    assert!(grad_cam_classes(&net, &x, &[5]).is_err());
+    assert!(grad_cam_classes(&net, &Tensor::cat(&[input(), input()], 0), &[0]).is_err());
 }
 
 #[test]

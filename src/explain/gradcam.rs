@@ -37,22 +37,48 @@ pub fn grad_cam_per_item(model: &impl CamModel, x: &Tensor, classes: &[i64]) -> 
     if classes.len() != n {
         return Err(Error::invalid(format!("grad_cam: {} classes for a batch of {n}", classes.len())));
     }
+    let a = activations(model, x, n)?;
+    cam_from_activations(model, &a, classes, x)
+}
+
+/// Grad-CAM maps of one image (`x` is `1 x 3 x H x W`) for each of `classes`, with a single pass
+/// through the backbone: returns `classes.len() x H x W` in `[0, 1]`, row `i` for `classes[i]`.
+pub fn grad_cam_classes(model: &impl CamModel, x: &Tensor, classes: &[i64]) -> Result<Tensor> {
+    if batch_size(x)? != 1 {
+        return Err(Error::invalid(format!("grad_cam_classes: one image expected, got a batch of {:?}", x.size())));
+    }
+    if classes.is_empty() {
+        return Err(Error::invalid("grad_cam_classes: no class"));
+    }
+    let a = activations(model, x, 1)?.repeat([classes.len() as i64, 1, 1, 1]);
+    cam_from_activations(model, &a, classes, x)
+}
+
+/// The target block's activations of `x`, checked to be `n x C x h x w`.
+fn activations(model: &impl CamModel, x: &Tensor, n: usize) -> Result<Tensor> {
+    let a = tch::no_grad(|| model.mixed_7c(x));
+    if a.dim() != 4 || a.size()[0] != n as i64 {
+        return Err(Error::invalid(format!("grad_cam: activations must be N x C x h x w, got {:?}", a.size())));
+    }
+    Ok(a)
+}
+
+/// Grad-CAM of row `i` of the activations `a` for `classes[i]`, upsampled to `x`'s size.
+fn cam_from_activations(model: &impl CamModel, a: &Tensor, classes: &[i64], x: &Tensor) -> Result<Tensor> {
+    let n = classes.len() as i64;
     let size = x.size();
     let (h, w) = (size[2], size[3]);
     tch::with_grad(|| {
-        let a = tch::no_grad(|| model.mixed_7c(x)).detach().set_requires_grad(true);
-        if a.dim() != 4 || a.size()[0] != n as i64 {
-            return Err(Error::invalid(format!("grad_cam: activations must be N x C x h x w, got {:?}", a.size())));
-        }
+        let a = a.detach().set_requires_grad(true);
         let logits = model.head_from_mixed_7c(&a);
         let ls = logits.size();
-        if ls.len() != 2 || ls[0] != n as i64 {
+        if ls.len() != 2 || ls[0] != n {
             return Err(Error::invalid(format!("grad_cam: logits must be N x classes, got {ls:?}")));
         }
         if let Some(&bad) = classes.iter().find(|&&c| c < 0 || c >= ls[1]) {
             return Err(Error::invalid(format!("grad_cam: class {bad} but the model has {} classes", ls[1])));
         }
-        let idx = Tensor::from_slice(classes).to_device(logits.device()).view([n as i64, 1]);
+        let idx = Tensor::from_slice(classes).to_device(logits.device()).view([n, 1]);
         let score = logits.gather(1, &idx, false).sum(Kind::Float);
         let grads = Tensor::f_run_backward(&[&score], &[&a], false, false)?;
         let g = &grads[0];

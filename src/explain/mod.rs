@@ -19,7 +19,7 @@ pub mod model_glue;
 pub mod segmentation;
 
 pub use colormap::Colormap;
-pub use gradcam::{cam_maps, grad_cam, grad_cam_per_item, overlay, CamModel};
+pub use gradcam::{cam_maps, grad_cam, grad_cam_classes, grad_cam_per_item, overlay, CamModel};
 pub use lime::{
     Explanation, FeatureSelection, LabelExplanation, LimeConfig, LimeImageExplainer, LinearFit, MaskOptions,
 };
