@@ -59,7 +59,7 @@ fetch_wheel() { # name==version -> path of the wheel in the cache
     local tmp; tmp=$(mktemp -d "$WHEELS/.dl.XXXXXX")
     python3 -m pip download -q --no-deps --only-binary=:all: \
       --python-version 3.11 --platform manylinux_2_28_x86_64 \
-      --implementation cp --abi cp311 -d "$tmp" "$spec" \
+      --implementation cp --abi cp311 -d "$tmp" "$spec" 2>/dev/null \
       || python3 -m pip download -q --no-deps -d "$tmp" "$spec"
     mv "$tmp"/*.whl "$WHEELS"/ && rmdir "$tmp"
     f=$(ls "$WHEELS"/"$pat"*.whl | head -n1)

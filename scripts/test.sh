@@ -16,8 +16,9 @@ done
 if ((notebooks)); then bash scripts/setup.sh --jupyter; else bash scripts/setup.sh; fi
 source scripts/env.sh
 echo "[test] cargo test (target dir $CARGO_TARGET_DIR)" >&2
-cargo test --all-targets
-cargo test --doc
+# One profile for everything (release): the demo, the tests and the benches share one build.
+cargo test --release --all-targets
+cargo test --release --doc
 if ((notebooks)); then
   echo "[test] notebooks" >&2
   bash scripts/run-notebooks.sh
