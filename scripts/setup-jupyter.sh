@@ -13,7 +13,6 @@ log() { printf '\033[1;34m[setup-jupyter]\033[0m %s\n' "$*" >&2; }
 if [[ ! -x "$VENV/bin/jupyter" || ! -f "$VENV/.complete" ]]; then
   log "creating a Python venv with Jupyter in $VENV"
   python3 -m venv "$VENV" 2>/dev/null || { apt-get install -y -qq python3-venv >/dev/null && python3 -m venv "$VENV"; }
-  "$VENV/bin/pip" install -q --upgrade pip
   "$VENV/bin/pip" install -q "jupyter_client>=8" "nbclient>=0.10" "nbformat>=5.10" "nbconvert>=7" "ipykernel>=6"
   touch "$VENV/.complete"
 fi
