@@ -2,8 +2,8 @@
 //! `splitfolders.ratio(data, output, seed=1337, ratio=(.8, .2))`).
 //!
 //! Per class folder: list the image files (hidden and non-image files skipped), sort, shuffle with the seed,
-//! train gets `floor(r_train * n)`, val gets `floor(r_val * n)` when a test ratio is given
-//! and the rest otherwise, test the rest. Files are copied (or moved, by option).
+//! train gets `int(r_train * n)` (Python's float product, truncated, so 0.7 of 90 is 62), val gets
+//! `int(r_val * n)` when a test ratio is given and the rest otherwise, test the rest. Files are copied (or moved, by option).
 //! With a grouping key (a file-name prefix or a CSV manifest column, e.g. a patient id) whole
 //! groups are assigned, so no patient is in two splits; counts then come as close to the
 //! ratio as the group sizes allow.
@@ -130,20 +130,28 @@ impl fmt::Display for SplitReport {
 
 /// Splits the files of one class, split-folders style, into `ratios.len()` parts of indices.
 ///
+/// Exactly split-folders' arithmetic (`int(r * n)` in binary floating point, truncated): train gets
+/// `int(r[0] * n)`; with two ratios val gets the rest; with three, val gets `int(r[1] * n)` and test the
+/// rest. So 0.7 of 90 gives 62 (0.7 * 90 is 62.99999999999999 in `f64`), not 63.
+///
 /// ```
 /// let parts = covid_cxr::split::split_counts(10, &[0.8, 0.2]);
 /// assert_eq!(parts, vec![8, 2]);
 /// let parts = covid_cxr::split::split_counts(11, &[0.8, 0.1, 0.1]);
 /// assert_eq!(parts, vec![8, 1, 2]); // the last split takes the rounding slack
+/// assert_eq!(covid_cxr::split::split_counts(90, &[0.7, 0.3]), vec![62, 28]); // int(0.7 * 90) = 62
 /// ```
 pub fn split_counts(n: usize, ratios: &[f64]) -> Vec<usize> {
-    let mut out = Vec::with_capacity(ratios.len());
-    let mut used = 0;
-    for (i, r) in ratios.iter().enumerate() {
-        let k = if i + 1 == ratios.len() { n - used } else { ((r * n as f64) + 1e-9).floor() as usize };
-        let k = k.min(n - used);
-        out.push(k);
-        used += k;
+    // `as usize` truncates towards zero like Python's `int()` (and saturates at 0 for negatives).
+    let int_of = |r: f64| ((r * n as f64) as usize).min(n);
+    let train = int_of(ratios[0]);
+    let mut out = vec![train];
+    if ratios.len() >= 3 {
+        let val = int_of(ratios[1]).min(n - train);
+        out.push(val);
+        out.push(n - train - val);
+    } else if ratios.len() == 2 {
+        out.push(n - train);
     }
     out
 }
@@ -387,12 +395,21 @@ mod tests {
     }
 
     #[test]
-    fn counts_follow_floor() {
+    fn counts_follow_split_folders_int() {
+        // split-folders: train = int(r0 * n); val = int(r1 * n) with a test split, the rest without.
         for n in [1, 2, 5, 9, 10, 175, 400, 429] {
             let c = split_counts(n, &[0.8, 0.2]);
-            assert_eq!(c[0], (0.8 * n as f64).floor() as usize);
+            assert_eq!(c[0], (0.8 * n as f64) as usize);
             assert_eq!(c.iter().sum::<usize>(), n);
         }
+        // Values from Python 3's int(r * n); all but the 10-file cases differ from floor(r * n + 1e-9), the former rule.
+        assert_eq!(split_counts(90, &[0.7, 0.3]), vec![62, 28]);
+        assert_eq!(split_counts(10, &[0.7, 0.3]), vec![7, 3]); // 0.7 * 10 = 7.0
+        assert_eq!(split_counts(100, &[0.29, 0.71]), vec![28, 72]); // 0.29 * 100 = 28.999999999999996
+        assert_eq!(split_counts(100, &[0.57, 0.43]), vec![56, 44]); // 56.99999999999999
+        assert_eq!(split_counts(90, &[0.7, 0.2, 0.1]), vec![62, 18, 10]);
+        assert_eq!(split_counts(100, &[0.14, 0.29, 0.57]), vec![14, 28, 58]);
+        assert_eq!(split_counts(10, &[0.6, 0.3, 0.1]), vec![6, 3, 1]); // 0.3 * 10 = 3.0000000000000004, int 3
     }
 
     #[test]
