@@ -10,6 +10,7 @@ use std::time::Instant;
 
 mod cli_explain;
 mod cli_model;
+mod cli_robust;
 
 #[derive(Parser)]
 #[command(

@@ -12,12 +12,13 @@
 //! Twister ones; the counts, the determinism for a seed and the disjointness are the same.
 
 use crate::error::{Error, IoContext, Result};
+use crate::file_manifest::ManifestIndex;
 use crate::imageio::{has_image_extension, is_hidden, list_subdirs};
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
 
@@ -54,15 +55,9 @@ impl GroupBy {
             }
             return Ok(GroupBy::Prefix(d.to_string()));
         }
-        let parts: Vec<&str> = s.split(':').collect();
-        match parts.as_slice() {
-            [csv, key] if csv.ends_with(".csv") => {
-                Ok(GroupBy::Manifest { csv: csv.into(), file_column: "file".into(), key_column: key.to_string() })
-            }
-            [csv, file, key] if csv.ends_with(".csv") => {
-                Ok(GroupBy::Manifest { csv: csv.into(), file_column: file.to_string(), key_column: key.to_string() })
-            }
-            _ => Err(Error::invalid(format!("--group-by {s:?}: expected prefix:DELIM or MANIFEST.csv:COLUMN"))),
+        match crate::file_manifest::parse_spec(s) {
+            Some((csv, file_column, key_column)) => Ok(GroupBy::Manifest { csv, file_column, key_column }),
+            None => Err(Error::invalid(format!("--group-by {s:?}: expected prefix:DELIM or MANIFEST.csv:COLUMN"))),
         }
     }
 }
@@ -166,65 +161,35 @@ fn check_ratios(r: &[f64]) -> Result<()> {
     Ok(())
 }
 
-/// A manifest's group keys, indexed three ways so that each file is found in constant time: by the
-/// whole path, by its last two components (`class/name`) and by file name (first row wins).
-#[derive(Default)]
-struct ManifestIndex {
-    full: HashMap<String, String>,
-    tail2: HashMap<String, String>,
-    name: HashMap<String, String>,
-}
-
-impl ManifestIndex {
-    fn insert(&mut self, file: String, key: String) {
-        let parts: Vec<&str> = file.rsplitn(3, '/').collect();
-        if parts.len() >= 2 {
-            self.tail2.entry(format!("{}/{}", parts[1], parts[0])).or_insert_with(|| key.clone());
-        }
-        self.name.entry(parts[0].to_string()).or_insert_with(|| key.clone());
-        self.full.insert(file, key);
-    }
-
-    /// The key of `rel` (`class/name`), matched by whole path, then path suffix, then file name.
-    fn get(&self, rel: &str, name: &str) -> Option<&String> {
-        self.full.get(rel).or_else(|| self.tail2.get(rel)).or_else(|| self.name.get(name))
-    }
-}
-
-fn load_manifest(csv_path: &Path, file_col: &str, key_col: &str) -> Result<ManifestIndex> {
-    let mut rdr =
-        csv::Reader::from_path(csv_path).map_err(|e| Error::dataset(csv_path, format!("cannot read CSV: {e}")))?;
-    let headers = rdr.headers().map_err(|e| Error::dataset(csv_path, format!("cannot read CSV header: {e}")))?.clone();
-    let fi = headers.iter().position(|h| h == file_col).ok_or_else(|| {
-        Error::dataset(
-            csv_path,
-            format!("no column {file_col:?} (columns: {})", headers.iter().collect::<Vec<_>>().join(", ")),
-        )
-    })?;
-    let ki = headers.iter().position(|h| h == key_col).ok_or_else(|| {
-        Error::dataset(
-            csv_path,
-            format!("no column {key_col:?} (columns: {})", headers.iter().collect::<Vec<_>>().join(", ")),
-        )
-    })?;
-    let mut index = ManifestIndex::default();
-    for (line, rec) in rdr.records().enumerate() {
-        let rec = rec.map_err(|e| Error::dataset(csv_path, format!("row {}: {e}", line + 2)))?;
-        index.insert(rec.get(fi).unwrap_or("").replace('\\', "/"), rec.get(ki).unwrap_or("").to_string());
-    }
-    Ok(index)
-}
-
-fn group_key(group: &GroupBy, manifest: &Option<ManifestIndex>, rel: &str, path: &Path) -> Result<String> {
+/// The group of `path` (`rel`: its path relative to the data folder, `/`-separated) under `group`;
+/// `manifest` must be loaded for [`GroupBy::Manifest`]. A file without a manifest row is an error
+/// naming the CSV.
+pub fn group_key(group: &GroupBy, manifest: &Option<ManifestIndex>, rel: &str, path: &Path) -> Result<String> {
     let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
     Ok(match group {
         GroupBy::None => name,
         GroupBy::Prefix(d) => name.split(d.as_str()).next().unwrap_or(&name).to_string(),
-        GroupBy::Manifest { csv, .. } => match manifest.as_ref().expect("loaded").get(rel, &name) {
+        GroupBy::Manifest { csv, .. } => match manifest.as_ref().and_then(|m| m.get(rel)) {
             Some(k) => k.clone(),
             None => return Err(Error::dataset(csv, format!("no row for {}", path.display()))),
         },
     })
+}
+
+/// The group of every file of `files` (under `root`) under `group`, loading its manifest once:
+/// what `split --group-by` keeps together, for the grouped folds of the robust recipe.
+pub fn group_keys(group: &GroupBy, root: &Path, files: &[PathBuf]) -> Result<Vec<String>> {
+    let manifest = match group {
+        GroupBy::Manifest { csv, file_column, key_column } => Some(ManifestIndex::load(csv, file_column, key_column)?),
+        _ => None,
+    };
+    files
+        .iter()
+        .map(|f| {
+            let rel = f.strip_prefix(root).unwrap_or(f).to_string_lossy().replace('\\', "/");
+            group_key(group, &manifest, &rel, f)
+        })
+        .collect()
 }
 
 /// Assigns whole groups (in shuffled order) to splits, each split taking groups while that
@@ -286,7 +251,7 @@ pub fn ratio(input: impl AsRef<Path>, output: impl AsRef<Path>, cfg: &SplitConfi
         return Err(Error::dataset(input, "no class sub-folders"));
     }
     let manifest = match &cfg.group_by {
-        GroupBy::Manifest { csv, file_column, key_column } => Some(load_manifest(csv, file_column, key_column)?),
+        GroupBy::Manifest { csv, file_column, key_column } => Some(ManifestIndex::load(csv, file_column, key_column)?),
         _ => None,
     };
     let splits: Vec<String> = SPLIT_NAMES[..cfg.ratios.len()].iter().map(|s| s.to_string()).collect();
@@ -385,6 +350,7 @@ fn copy_atomic(src: &Path, dest: &Path) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::collections::HashMap;
 
     fn touch_class(root: &Path, class: &str, names: &[&str]) {
         let d = root.join(class);
