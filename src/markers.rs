@@ -33,7 +33,7 @@ pub struct MarkerMasking {
 
 impl Default for MarkerMasking {
     fn default() -> Self {
-        MarkerMasking { band: 0.16, contrast: 40, min_value: 150, max_size: 0.08 }
+        MarkerMasking { band: 0.16, contrast: 40, min_value: 200, max_size: 0.15 }
     }
 }
 
@@ -79,20 +79,25 @@ pub fn mask_markers(img: &GrayImage, cfg: &MarkerMasking) -> (GrayImage, MarkerR
     let band = ((cfg.band * side) as usize).max(2);
     let r = ((side / 20.0) as usize).max(3);
     let sum = integral(&px, w, h);
+    let rs = ((side / 100.0) as usize).max(3);
+    let local_mean = |x: usize, y: usize, r: usize| {
+        let (x0, y0, x1, y1) = (x.saturating_sub(r), y.saturating_sub(r), (x + r + 1).min(w), (y + r + 1).min(h));
+        box_sum(&sum, w, x0, y0, x1, y1) / ((x1 - x0) * (y1 - y0)) as f64
+    };
     let in_band = |x: usize, y: usize| x < band || y < band || x + band >= w || y + band >= h;
+    // seeds: bright pixels with a sharp edge nearby (burned-in after the film's blur); a
+    // component grows from them over bright pixels that stand out of the wider neighbourhood
+    let mut seed = vec![false; w * h];
     let mut cand = vec![false; w * h];
     for y in 0..h {
         for x in 0..w {
-            if !in_band(x, y) {
-                continue;
-            }
             let v = px[y * w + x];
-            if v < cfg.min_value as f32 {
+            if !in_band(x, y) || v < cfg.min_value as f32 {
                 continue;
             }
-            let (x0, y0, x1, y1) = (x.saturating_sub(r), y.saturating_sub(r), (x + r + 1).min(w), (y + r + 1).min(h));
-            let mean = box_sum(&sum, w, x0, y0, x1, y1) / ((x1 - x0) * (y1 - y0)) as f64;
-            cand[y * w + x] = v as f64 >= mean + cfg.contrast as f64;
+            let c = cfg.contrast as f64;
+            seed[y * w + x] = v as f64 >= local_mean(x, y, rs) + c;
+            cand[y * w + x] = seed[y * w + x] || v as f64 >= local_mean(x, y, r) + c;
         }
     }
     // connected components (8-neighbourhood) of the candidates
@@ -103,7 +108,7 @@ pub fn mask_markers(img: &GrayImage, cfg: &MarkerMasking) -> (GrayImage, MarkerR
     let max_h = (cfg.max_size * h as f32).max(3.0) as usize;
     let max_w = (3.0 * cfg.max_size * h as f32).max(3.0) as usize;
     for start in 0..w * h {
-        if !cand[start] || label[start] != 0 {
+        if !seed[start] || label[start] != 0 {
             continue;
         }
         next += 1;

@@ -336,10 +336,10 @@ fn sample_lesions(rng: &mut impl Rng, class: &str, a: &Anatomy, w: f32, h: f32, 
                 out.push(Blob {
                     cx,
                     cy,
-                    rx: a.lung_w * rng.random_range(0.4..0.6) * scale,
-                    ry: lh * rng.random_range(0.2..0.32) * scale,
+                    rx: a.lung_w * rng.random_range(0.5..0.7) * scale,
+                    ry: lh * rng.random_range(0.24..0.36) * scale,
                     angle: rng.random_range(-0.5..0.5),
-                    density: rng.random_range(0.42..0.55) * evidence,
+                    density: rng.random_range(0.55..0.7) * evidence,
                     soft: rng.random_range(0.3..0.5),
                     patchy: rng.random_range(0.3..0.5),
                 });
@@ -347,18 +347,18 @@ fn sample_lesions(rng: &mut impl Rng, class: &str, a: &Anatomy, w: f32, h: f32, 
         }
         "covid" => {
             // bilateral: at least two patches per lung, peripheral and lower more often than not
-            let n = rng.random_range(3..=5);
+            let n = rng.random_range(4..=6);
             for k in 0..n {
                 let side = if k % 2 == 0 { Side::Right } else { Side::Left };
                 let (cx, cy) = point_in_lung(rng, a, w, h, side, (0.45, 0.95), (0.3, 0.95));
-                let r = rng.random_range(0.3..0.42);
+                let r = rng.random_range(0.36..0.5);
                 out.push(Blob {
                     cx,
                     cy,
                     rx: a.lung_w * r * rng.random_range(0.8..1.2),
                     ry: lh * r * 0.7 * rng.random_range(0.8..1.2),
                     angle: rng.random_range(-0.8..0.8),
-                    density: rng.random_range(0.27..0.36) * evidence,
+                    density: rng.random_range(0.36..0.46) * evidence,
                     soft: rng.random_range(0.5..0.7),
                     patchy: rng.random_range(0.5..0.7),
                 });

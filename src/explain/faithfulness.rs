@@ -307,19 +307,23 @@ mod tests {
         assert_eq!(energy_in_mask(array![[0.0, 0.0], [0.0, -1.0]].view(), mask.view()), 0.0);
     }
 
-    /// A toy model: the probability of class 0 is the mean brightness of the left half.
-    fn left_half(imgs: &[RgbImage]) -> Result<Vec<Vec<f64>>> {
+    /// A checkerboard on the left half, gray on the right.
+    fn board() -> RgbImage {
+        RgbImage::from_fn(16, 8, |x, y| image::Rgb([if x >= 8 { 128 } else if (x + y) % 2 == 0 { 255 } else { 0 }; 3]))
+    }
+
+    /// A toy model: the probability of class 0 is the share of the left half's pixels that show
+    /// the checkerboard (blurring or blackening destroys it).
+    fn left_board(imgs: &[RgbImage]) -> Result<Vec<Vec<f64>>> {
+        let b = board();
         Ok(imgs
             .iter()
             .map(|im| {
-                let (w, h) = im.dimensions();
-                let mut s = 0.0;
-                for y in 0..h {
-                    for x in 0..w / 2 {
-                        s += im.get_pixel(x, y)[0] as f64 / 255.0;
-                    }
-                }
-                let p = s / ((w / 2) * h) as f64;
+                let hits = (0..8u32)
+                    .flat_map(|y| (0..8u32).map(move |x| (x, y)))
+                    .filter(|&(x, y)| (im.get_pixel(x, y)[0] as i32 - b.get_pixel(x, y)[0] as i32).abs() < 10)
+                    .count();
+                let p = hits as f64 / 64.0;
                 vec![p, 1.0 - p]
             })
             .collect())
@@ -327,21 +331,21 @@ mod tests {
 
     #[test]
     fn deletion_and_insertion_rank_good_maps_above_bad_ones() {
-        let img = RgbImage::from_pixel(16, 8, image::Rgb([255, 255, 255]));
+        let img = board();
         let good = Array2::from_shape_fn((8, 16), |(_, c)| if c < 8 { 1.0 } else { 0.0 });
         let bad = good.mapv(|v| 1.0 - v);
-        let g = deletion_insertion(&img, good.view(), 0, 4, &mut left_half).unwrap();
-        let b = deletion_insertion(&img, bad.view(), 0, 4, &mut left_half).unwrap();
+        let g = deletion_insertion(&img, good.view(), 0, 4, &mut left_board).unwrap();
+        let b = deletion_insertion(&img, bad.view(), 0, 4, &mut left_board).unwrap();
         assert_eq!(g.fractions, vec![0.0, 0.25, 0.5, 0.75, 1.0]);
         assert_eq!(g.deletion[0], 1.0);
-        assert!(g.deletion[2].abs() < 1e-12); // half the pixels, the whole left half, gone
+        assert!((g.deletion[2] - 0.5).abs() < 1e-12, "{g:?}"); // the white squares of the left half gone
         assert!(g.deletion_auc < b.deletion_auc, "{g:?} {b:?}");
         assert!(g.insertion_auc > b.insertion_auc, "{g:?} {b:?}");
-        assert!((g.insertion[4] - 1.0).abs() < 1e-12);
+        assert!((g.insertion[2] - 1.0).abs() < 1e-12 && b.insertion[2] < 0.9, "{g:?} {b:?}");
         let m = mean_curves(&[&g, &b]).unwrap();
         assert!((m.deletion_auc - 0.5 * (g.deletion_auc + b.deletion_auc)).abs() < 1e-12);
-        assert!(deletion_insertion(&img, array![[1.0]].view(), 0, 4, &mut left_half).is_err());
-        assert!(deletion_insertion(&img, good.view(), 5, 4, &mut left_half).is_err());
+        assert!(deletion_insertion(&img, array![[1.0]].view(), 0, 4, &mut left_board).is_err());
+        assert!(deletion_insertion(&img, good.view(), 5, 4, &mut left_board).is_err());
     }
 
     #[test]
