@@ -135,18 +135,33 @@ pub enum ExplainCmd {
         /// Output folder (must be absent or empty); written as OUT.partial, renamed when complete.
         #[arg(long)]
         out: PathBuf,
+        /// Mask burned-in markers even if the run was trained without it.
+        #[arg(long)]
+        mask_markers: bool,
     },
 }
 
 /// Runs the subcommand.
 pub fn run(c: ExplainCmd) -> Result<()> {
-    let ExplainCmd::Explain { model, images, method, samples, batch_size, top_labels, class, hide_color, seed, out } =
-        c;
+    let ExplainCmd::Explain {
+        model,
+        images,
+        method,
+        samples,
+        batch_size,
+        top_labels,
+        class,
+        hide_color,
+        seed,
+        out,
+        mask_markers,
+    } = c;
     if out.exists() && std::fs::read_dir(&out).with_context(|| format!("reading {}", out.display()))?.next().is_some() {
         bail!("{}: output folder is not empty (nothing is overwritten)", out.display());
     }
-    let (m, manifest) =
+    let (m, mut manifest) =
         covid_cxr::checkpoint::load(&model).with_context(|| format!("loading the run {}", model.display()))?;
+    manifest.preprocessing = crate::cli_model::inference_preprocessing(&manifest, mask_markers);
     let classes = manifest.classes.clone();
     let only: Option<usize> = match &class {
         Some(name) => Some(

@@ -72,6 +72,10 @@ pub enum ModelCmd {
         defect_frozen_aux: bool,
         #[command(flatten)]
         extra: crate::cli_robust::TrainExtra,
+        /// Mask burned-in markers (text near the border) before the model sees a film; recorded
+        /// in the run's preprocessing, so evaluate, predict and explain do the same.
+        #[arg(long)]
+        mask_markers: bool,
     },
     /// Evaluate a trained run on an ImageFolder; write every figure as JSON.
     Evaluate {
@@ -89,6 +93,10 @@ pub enum ModelCmd {
         threads: Option<i32>,
         #[command(flatten)]
         sub: crate::cli_robust::EvalExtra,
+        /// Mask burned-in markers even if the run was trained without it (a run trained with
+        /// --mask-markers always does).
+        #[arg(long)]
+        mask_markers: bool,
     },
     /// Predict images: one JSON line per image.
     Predict {
@@ -101,6 +109,9 @@ pub enum ModelCmd {
         /// Image files or folders (searched recursively).
         #[arg(required = true)]
         inputs: Vec<PathBuf>,
+        /// Mask burned-in markers even if the run was trained without it.
+        #[arg(long)]
+        mask_markers: bool,
     },
     /// Convert or prepare pretrained weights and print the .safetensors path.
     Weights {
@@ -135,6 +146,7 @@ pub fn run(c: ModelCmd) -> Result<()> {
             defect_double_softmax,
             defect_frozen_aux,
             extra,
+            mask_markers,
         } => {
             set_threads(threads);
             let cfg = TrainConfig {
@@ -152,14 +164,14 @@ pub fn run(c: ModelCmd) -> Result<()> {
             if resume.is_some() && (extra.recipe != "notebook" || extra.seeds.is_some()) {
                 bail!("--resume continues the notebook recipe only (no --recipe robust, no --seeds)");
             }
-            let opts = TrainOpts { weights, bf16, size, fine_tune_blocks, defects, resume, extra };
+            let opts = TrainOpts { weights, bf16, size, fine_tune_blocks, defects, resume, extra, mask_markers };
             train(&data, &out, &cfg, &opts)
         }
-        ModelCmd::Evaluate { model, data, json, threads, sub } => {
+        ModelCmd::Evaluate { model, data, json, threads, sub, mask_markers } => {
             set_threads(threads);
-            evaluate(&model, &data, json.as_deref(), &sub)
+            evaluate(&model, &data, json.as_deref(), &sub, mask_markers)
         }
-        ModelCmd::Predict { model, threshold, inputs } => predict(&model, threshold, &inputs),
+        ModelCmd::Predict { model, threshold, inputs, mask_markers } => predict(&model, threshold, &inputs, mask_markers),
         ModelCmd::Weights { from, out } => prepare_weights(from.as_deref(), out.as_deref()),
     }
 }
@@ -177,6 +189,17 @@ struct TrainOpts {
     defects: NotebookDefects,
     resume: Option<PathBuf>,
     extra: crate::cli_robust::TrainExtra,
+    mask_markers: bool,
+}
+
+/// The run's preprocessing, with marker masking added when asked for at inference only.
+pub fn inference_preprocessing(manifest: &Manifest, mask_markers: bool) -> Compose {
+    let tf = manifest.preprocessing.clone();
+    if mask_markers && !tf.masks_markers() {
+        eprintln!("masking burned-in markers at inference (the run was trained without it)");
+        return tf.with_marker_masking();
+    }
+    tf
 }
 
 fn check_out(out: &Path) -> Result<PathBuf> {
@@ -200,7 +223,10 @@ fn weights_file(w: Option<PathBuf>) -> Result<PathBuf> {
 
 fn train(data: &Path, out: &Path, cfg: &TrainConfig, o: &TrainOpts) -> Result<()> {
     let partial = check_out(out)?;
-    let (train_tf, val_tf) = (Compose::notebook_train(o.size), Compose::notebook_val(o.size));
+    let (mut train_tf, mut val_tf) = (Compose::notebook_train(o.size), Compose::notebook_val(o.size));
+    if o.mask_markers {
+        (train_tf, val_tf) = (train_tf.with_marker_masking(), val_tf.with_marker_masking());
+    }
     let (train_ds, val_ds) = ImageFolder::open_split(data, train_tf.clone(), val_tf.clone())
         .with_context(|| format!("opening {}/train and {}/val", data.display(), data.display()))?;
     let wpath = weights_file(o.weights.clone())?;
@@ -338,8 +364,15 @@ fn write_json<T: serde::Serialize>(path: &Path, v: &T) -> Result<()> {
     Ok(())
 }
 
-fn evaluate(run: &Path, data: &Path, json: Option<&Path>, sub: &crate::cli_robust::EvalExtra) -> Result<()> {
-    let (model, manifest) = checkpoint::load(run).with_context(|| format!("loading {}", run.display()))?;
+fn evaluate(
+    run: &Path,
+    data: &Path,
+    json: Option<&Path>,
+    sub: &crate::cli_robust::EvalExtra,
+    mask_markers: bool,
+) -> Result<()> {
+    let (model, mut manifest) = checkpoint::load(run).with_context(|| format!("loading {}", run.display()))?;
+    manifest.preprocessing = inference_preprocessing(&manifest, mask_markers);
     let ds = ImageFolder::open(data, manifest.preprocessing.clone())?;
     checkpoint::check_compatible(&manifest, &ds)?;
     if ds.is_empty() {
@@ -402,10 +435,10 @@ fn collect_images(inputs: &[PathBuf]) -> Result<Vec<PathBuf>> {
     Ok(out)
 }
 
-fn predict(run: &Path, threshold: f64, inputs: &[PathBuf]) -> Result<()> {
+fn predict(run: &Path, threshold: f64, inputs: &[PathBuf], mask_markers: bool) -> Result<()> {
     let (model, manifest) = checkpoint::load(run).with_context(|| format!("loading {}", run.display()))?;
     let files = collect_images(inputs)?;
-    let tf = &manifest.preprocessing;
+    let tf = &inference_preprocessing(&manifest, mask_markers);
     let stdout = std::io::stdout();
     let mut w = stdout.lock();
     for chunk in files.chunks(8) {

@@ -294,7 +294,7 @@ mod tests {
         let t = tempfile::tempdir().unwrap();
         crate::synth::generate(
             t.path(),
-            &crate::synth::SynthConfig { per_class: 3, seed: 2, width_range: (64, 96), marker_probability: 0.5 },
+            &crate::synth::SynthConfig { per_class: 3, seed: 2, width_range: (64, 96), marker_probability: 0.5, ..Default::default() },
         )
         .unwrap();
         std::fs::write(t.path().join("covid/notes.txt"), b"not an image").unwrap();

@@ -9,8 +9,10 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 mod cli_explain;
+mod cli_faithfulness;
 mod cli_model;
 mod cli_robust;
+mod cli_shortcut;
 
 #[derive(Parser)]
 #[command(
@@ -36,6 +38,16 @@ enum Cmd {
         /// Seed.
         #[arg(long, default_value_t = 1337)]
         seed: u64,
+        /// Also write each film's lesion mask to MASKS/<class>/<file name> (white = evidence).
+        #[arg(long)]
+        masks: Option<PathBuf>,
+        /// Burn a word into a share of one class's films: TEXT:CLASS:P (e.g. PORTABLE:normal:0.9;
+        /// classes joined with +).
+        #[arg(long)]
+        shortcut: Option<String>,
+        /// Lesion density scale (1: default; smaller is subtler).
+        #[arg(long, default_value_t = 1.0)]
+        evidence: f32,
     },
     /// Augment the images of one folder with the notebook's Augmentor pipeline
     /// (rotate 0.7/10/10, random_distortion 1/4/4/8, flip_left_right 1).
@@ -130,6 +142,10 @@ enum Cmd {
     Model(cli_model::ModelCmd),
     #[command(flatten)]
     Explain(cli_explain::ExplainCmd),
+    #[command(flatten)]
+    Faithfulness(cli_faithfulness::FaithfulnessCmd),
+    #[command(flatten)]
+    Shortcut(cli_shortcut::ShortcutCmd),
 }
 
 fn bar(len: u64, msg: &str) -> ProgressBar {
@@ -143,13 +159,15 @@ fn bar(len: u64, msg: &str) -> ProgressBar {
     pb
 }
 
-fn synth(out: &Path, per_class: usize, seed: u64) -> Result<()> {
-    let cfg = SynthConfig::new(per_class, seed);
-    let pb = bar((per_class * 3) as u64, "synth");
-    covid_cxr::synth::generate_with_progress(out, &cfg, |n| pb.set_position(n as u64))
+fn synth(out: &Path, masks: Option<&Path>, cfg: &SynthConfig) -> Result<()> {
+    let pb = bar((cfg.per_class * 3) as u64, "synth");
+    covid_cxr::synth::generate_with_masks(out, masks, cfg, |n| pb.set_position(n as u64))
         .with_context(|| format!("writing synthetic films to {}", out.display()))?;
     pb.finish();
-    eprintln!("wrote {} synthetic films per class to {} (synthetic, not diagnostic)", per_class, out.display());
+    eprintln!("wrote {} synthetic films per class to {} (synthetic, not diagnostic)", cfg.per_class, out.display());
+    if let Some(m) = masks {
+        eprintln!("lesion masks in {}", m.display());
+    }
     Ok(())
 }
 
@@ -223,9 +241,9 @@ fn demo(out: Option<PathBuf>, per_class: usize, seed: u64, quick: bool, explain_
     let guard = cli_explain::Partial::create(&out)?;
     let work = guard.path().to_path_buf();
     let t0 = Instant::now();
-    let steps = if quick { 4 } else { 8 };
+    let steps = if quick { 4 } else { 9 };
     eprintln!("[1/{steps}] synthetic data (synthetic, not diagnostic)");
-    synth(&work.join("data"), per_class, seed)?;
+    synth(&work.join("data"), Some(&work.join("masks")), &SynthConfig::new(per_class, seed))?;
     eprintln!("[2/{steps}] augment covid with the notebook's Augmentor pipeline, move into class");
     augment(&work.join("data/covid"), Some(per_class / 4 + 1), false, seed, true)?;
     eprintln!("[3/{steps}] split 0.8/0.2");
@@ -239,7 +257,7 @@ fn demo(out: Option<PathBuf>, per_class: usize, seed: u64, quick: bool, explain_
     guard.finish(&out)?;
     println!("{}", out.display());
     eprintln!(
-        "results in {}: batch_grid.png, run/ (model, curves, evaluation figures), predictions.png, explain/",
+        "results in {}: batch_grid.png, masks/, run/ (model, curves, evaluation figures), predictions.png, explain/ (with faithfulness.json)",
         out.display()
     );
     Ok(())
@@ -288,10 +306,17 @@ fn demo_model(work: &Path, seed: u64, explain_samples: usize, steps: usize) -> R
     let labels: Vec<usize> = Vec::<i64>::try_from(&batch.labels)?.into_iter().map(|l| l as usize).collect();
     let images = covid_cxr::plot::tensor_to_images(&batch.images, [0.5; 3], [0.5; 3])?;
     covid_cxr::plot::predictions(&images, &labels, &probs, &val_ds.classes)?.save(work.join("predictions.png"))?;
+    // explain a film whose lesion mask is known (augmented copies have none)
+    let masks = work.join("masks");
+    let with_mask = |p: &PathBuf, l: i64| -> bool {
+        let m = masks.join(&val_ds.classes[l as usize]).join(p.file_name().unwrap_or_default());
+        covid_cxr::imageio::open_image(&m).map(|i| i.to_luma8().pixels().any(|v| v[0] > 127)).unwrap_or(false)
+    };
+    let film = val_ds.samples.iter().find(|(p, l)| with_mask(p, *l)).map_or(batch.paths[0].clone(), |s| s.0.clone());
     eprintln!("[8/{steps}] explain one validation image with LIME ({explain_samples} samples) and Grad-CAM");
     cli_explain::run(cli_explain::ExplainCmd::Explain {
-        model: run,
-        images: vec![batch.paths[0].clone()],
+        model: run.clone(),
+        images: vec![film],
         method: cli_explain::Method::Both,
         samples: explain_samples,
         batch_size: 8,
@@ -300,6 +325,19 @@ fn demo_model(work: &Path, seed: u64, explain_samples: usize, steps: usize) -> R
         hide_color: cli_explain::HideColor::Gray(0),
         seed,
         out: work.join("explain"),
+        mask_markers: false,
+    })?;
+    eprintln!("[9/{steps}] faithfulness on 4 validation films with lesion masks (LIME 300 samples, Grad-CAM)");
+    cli_faithfulness::run(cli_faithfulness::FaithfulnessCmd::Faithfulness {
+        model: run,
+        data: work.join("split/val"),
+        masks: Some(masks),
+        samples: 300,
+        seed,
+        limit: Some(4),
+        steps: 0,
+        batch_size: 8,
+        json: work.join("explain/faithfulness.json"),
     })
 }
 
@@ -352,7 +390,10 @@ fn bench(data: Option<PathBuf>, n_aug: usize, json: Option<PathBuf>) -> Result<(
 fn main() {
     let cli = Cli::parse();
     let r = match cli.cmd {
-        Cmd::Synth { out, per_class, seed } => synth(&out, per_class, seed),
+        Cmd::Synth { out, per_class, seed, masks, shortcut, evidence } => (|| {
+            let shortcut = shortcut.as_deref().map(covid_cxr::synth::Shortcut::parse).transpose()?;
+            synth(&out, masks.as_deref(), &SynthConfig { per_class, seed, shortcut, evidence, ..SynthConfig::default() })
+        })(),
         Cmd::Augment { dir, sample, process, seed, move_into_class } => {
             augment(&dir, sample, process, seed, move_into_class)
         }
@@ -368,6 +409,8 @@ fn main() {
         Cmd::Bench { data, augment_samples, json } => bench(data, augment_samples, json),
         Cmd::Model(c) => cli_model::run(c),
         Cmd::Explain(c) => cli_explain::run(c),
+        Cmd::Faithfulness(c) => cli_faithfulness::run(c),
+        Cmd::Shortcut(c) => cli_shortcut::run(c),
     };
     if let Err(e) = r {
         eprintln!("error: {e:#}");

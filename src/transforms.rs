@@ -38,6 +38,9 @@ pub enum Transform {
     ToTensor,
     /// torchvision `Normalize(mean, std)`, per channel.
     Normalize { mean: [f32; 3], std: [f32; 3] },
+    /// Finds burned-in markers near the border and fills them with the local background
+    /// ([`crate::markers::mask_markers`]); not a torchvision transform.
+    MaskMarkers(crate::markers::MarkerMasking),
 }
 
 /// A sequence of transforms (`transforms.Compose`).
@@ -130,6 +133,26 @@ impl Compose {
         self
     }
 
+    /// Puts marker masking ([`Transform::MaskMarkers`], default parameters) first, on the
+    /// image at its own resolution; a pipeline that has it already is returned unchanged.
+    ///
+    /// ```
+    /// let tf = covid_cxr::transforms::Compose::notebook_val(299).with_marker_masking();
+    /// assert!(tf.masks_markers());
+    /// assert_eq!(tf.clone().with_marker_masking(), tf);
+    /// ```
+    pub fn with_marker_masking(mut self) -> Self {
+        if !self.masks_markers() {
+            self.ops.insert(0, Transform::MaskMarkers(crate::markers::MarkerMasking::default()));
+        }
+        self
+    }
+
+    /// Whether the pipeline masks burned-in markers.
+    pub fn masks_markers(&self) -> bool {
+        self.ops.iter().any(|t| matches!(t, Transform::MaskMarkers(_)))
+    }
+
     /// The notebook's training transform at `size`: RandomResizedCrop, RandomHorizontalFlip,
     /// ToTensor, Normalize(0.5, 0.5).
     pub fn notebook_train(size: u32) -> Self {
@@ -215,6 +238,7 @@ impl Compose {
                     check_size(height, width)?;
                     center_crop(&cur, height, width)
                 }
+                Transform::MaskMarkers(cfg) => crate::markers::mask_markers_rgb(&cur, &cfg).0,
                 Transform::ToTensor | Transform::Normalize { .. } => break,
             };
         }

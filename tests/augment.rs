@@ -23,12 +23,12 @@ fn same_seed_same_files_whatever_the_threads() {
     let t = tempfile::tempdir().unwrap();
     covid_cxr::synth::generate(
         &t.path().join("a"),
-        &SynthConfig { per_class: 4, seed: 5, width_range: (96, 128), marker_probability: 0.3 },
+        &SynthConfig { per_class: 4, seed: 5, width_range: (96, 128), marker_probability: 0.3, ..Default::default() },
     )
     .unwrap();
     covid_cxr::synth::generate(
         &t.path().join("b"),
-        &SynthConfig { per_class: 4, seed: 5, width_range: (96, 128), marker_probability: 0.3 },
+        &SynthConfig { per_class: 4, seed: 5, width_range: (96, 128), marker_probability: 0.3, ..Default::default() },
     )
     .unwrap();
     pipeline(&t.path().join("a/covid"), 11).sample(9).unwrap();

@@ -122,7 +122,7 @@ fn checkpoint_round_trip_and_mismatches() {
     assert!(m.forward(&x).equal(&m2.forward(&x)), "logits differ after the round trip");
     // data with other classes or other preprocessing
     let data = t.path().join("data");
-    generate(&data, &SynthConfig { per_class: 1, seed: 1, width_range: (64, 80), marker_probability: 0.0 }).unwrap();
+    generate(&data, &SynthConfig { per_class: 1, seed: 1, width_range: (64, 80), marker_probability: 0.0, ..Default::default() }).unwrap();
     std::fs::rename(data.join("pneumonia"), data.join("tuberculosis")).unwrap();
     let ds = ImageFolder::open(&data, Compose::notebook_val(160)).unwrap();
     let e = checkpoint::check_compatible(&man2, &ds).unwrap_err().to_string();

@@ -13,6 +13,7 @@
 
 pub mod bench;
 pub mod colormap;
+pub mod faithfulness;
 pub mod gradcam;
 pub mod lime;
 pub mod model_glue;
