@@ -32,6 +32,7 @@ pub mod features;
 pub mod imageio;
 pub mod metrics;
 pub mod model;
+pub mod optim;
 pub mod plot;
 pub mod report;
 pub mod seed;
