@@ -2,8 +2,10 @@
 //! run manifest naming the backbone weights file and its sha256, the configuration, classes,
 //! preprocessing, seed, data fingerprint, history, metrics, crate and libtorch versions.
 //!
-//! A run folder holds `model.safetensors` and `manifest.json`, each written atomically (temporary
-//! name, then rename; the manifest last), so a crash never leaves a checkpoint that looks whole.
+//! A run folder holds `model.safetensors`, `optimizer.safetensors` (Adam's moments and step counts,
+//! named by the manifest's `optimizer` field, so that `train --resume` continues exactly) and
+//! `manifest.json`, each written atomically (temporary name, then rename; the manifest last), so a
+//! crash never leaves a checkpoint that looks whole.
 
 use crate::data::ImageFolder;
 use crate::error::{Error, IoContext, Result};
@@ -19,6 +21,8 @@ use std::path::{Path, PathBuf};
 pub const MODEL_FILE: &str = "model.safetensors";
 /// File name of the manifest in a run folder.
 pub const MANIFEST_FILE: &str = "manifest.json";
+/// File name of Adam's state in a run folder ([`crate::optim::Adam::to_tensors`]).
+pub const OPTIMIZER_FILE: &str = "optimizer.safetensors";
 
 /// The backbone weights a checkpoint builds on.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -67,6 +71,10 @@ pub struct Manifest {
     /// Seed variance of the validation metrics (`train --seeds`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub seed_variance: Option<crate::robust::SeedReport>,
+    /// The file in the run folder holding the optimizer's state (`optimizer.safetensors`); absent in
+    /// runs saved before optimizer states were (their resume restarts Adam's moments).
+    #[serde(default)]
+    pub optimizer: Option<String>,
 }
 
 impl Manifest {
@@ -98,6 +106,7 @@ impl Manifest {
             recipe: None,
             robust: None,
             seed_variance: None,
+            optimizer: None,
         }
     }
 }
@@ -129,6 +138,33 @@ pub fn save(dir: &Path, model: &TransferModel, manifest: &Manifest) -> Result<()
     let m = dir.join(MANIFEST_FILE);
     let json = serde_json::to_vec_pretty(manifest).map_err(|e| Error::Json { path: m.clone(), source: e })?;
     write_atomic(&m, &json, true)
+}
+
+/// Writes Adam's state to `dir/optimizer.safetensors` (atomically) and names it in `manifest`; call
+/// before [`save`], which writes the manifest.
+pub fn save_optimizer(dir: &Path, opt: &crate::optim::Adam, manifest: &mut Manifest) -> Result<()> {
+    crate::weights::write_safetensors(&dir.join(OPTIMIZER_FILE), &opt.to_tensors(), &[("format", "covid_cxr adam v1")])?;
+    manifest.optimizer = Some(OPTIMIZER_FILE.to_string());
+    Ok(())
+}
+
+/// The optimizer state a run saved, checked against `model`'s variables, with `cfg`'s learning rate and
+/// weight decay; `None` for a run saved without one.
+pub fn load_optimizer(
+    dir: &Path,
+    manifest: &Manifest,
+    model: &TransferModel,
+    cfg: &TrainConfig,
+) -> Result<Option<crate::optim::Adam>> {
+    let Some(name) = &manifest.optimizer else { return Ok(None) };
+    if Path::new(name).components().count() != 1 {
+        return Err(Error::dataset(dir.join(MANIFEST_FILE), format!("optimizer file {name:?} is not a plain file name")));
+    }
+    let file = dir.join(name);
+    let tensors = crate::weights::read_tensors(&file)?;
+    let adam = crate::optim::Adam::from_tensors(cfg.lr, cfg.weight_decay, &tensors, &file)?;
+    adam.check_against(&[&model.head_vs, &model.backbone_vs], &file)?;
+    Ok(Some(adam))
 }
 
 /// Reads `dir/manifest.json`.

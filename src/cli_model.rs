@@ -7,7 +7,8 @@ use clap::Subcommand;
 use covid_cxr::checkpoint::{self, Manifest, WeightsRef};
 use covid_cxr::data::ImageFolder;
 use covid_cxr::model::{InceptionVariant, NotebookDefects, Precision, TransferConfig, TransferModel};
-use covid_cxr::train::{resume_training, Progress, TrainConfig};
+use covid_cxr::optim::Adam;
+use covid_cxr::train::{continue_training, Progress, TrainConfig, TrainState};
 use covid_cxr::transforms::Compose;
 use covid_cxr::weights;
 use indicatif::{ProgressBar, ProgressStyle};
@@ -61,7 +62,7 @@ pub enum ModelCmd {
         /// libtorch threads (default: all cores).
         #[arg(long)]
         threads: Option<i32>,
-        /// Continue a finished or interrupted run (its head, config and history) up to --epochs.
+        /// Continue a finished or interrupted run (its head, Adam's state and history) up to --epochs.
         #[arg(long)]
         resume: Option<PathBuf>,
         /// Reproduce the notebook's double softmax (a defect).
@@ -202,16 +203,13 @@ pub fn inference_preprocessing(manifest: &Manifest, mask_markers: bool) -> Compo
     tf
 }
 
-fn check_out(out: &Path) -> Result<PathBuf> {
+/// Refuses a non-empty `out`; returns its `.NAME.partial` work folder (an existing one is refused, not
+/// deleted; this run's own is removed if the run fails).
+fn check_out(out: &Path) -> Result<crate::cli_explain::Partial> {
     if out.exists() && std::fs::read_dir(out).map(|mut d| d.next().is_some()).unwrap_or(true) {
         bail!("{}: exists and is not empty; choose a new --out (nothing is overwritten)", out.display());
     }
-    let name = out.file_name().context("--out needs a folder name")?.to_string_lossy().into_owned();
-    let partial = out.with_file_name(format!("{name}.partial"));
-    if partial.exists() {
-        std::fs::remove_dir_all(&partial).with_context(|| format!("removing stale {}", partial.display()))?;
-    }
-    Ok(partial)
+    crate::cli_explain::Partial::create(out)
 }
 
 fn weights_file(w: Option<PathBuf>) -> Result<PathBuf> {
@@ -222,7 +220,12 @@ fn weights_file(w: Option<PathBuf>) -> Result<PathBuf> {
 }
 
 fn train(data: &Path, out: &Path, cfg: &TrainConfig, o: &TrainOpts) -> Result<()> {
-    let partial = check_out(out)?;
+    if o.size < 75 {
+        // smaller inputs shrink to nothing inside InceptionV3 (libtorch would abort the convolution)
+        bail!("--size {}: InceptionV3 needs images of at least 75 x 75", o.size);
+    }
+    let guard = check_out(out)?;
+    let partial = guard.path().to_path_buf();
     let (mut train_tf, mut val_tf) = (Compose::notebook_train(o.size), Compose::notebook_val(o.size));
     if o.mask_markers {
         (train_tf, val_tf) = (train_tf.with_marker_masking(), val_tf.with_marker_masking());
@@ -249,7 +252,7 @@ fn train(data: &Path, out: &Path, cfg: &TrainConfig, o: &TrainOpts) -> Result<()
         None => {
             let mut m = TransferModel::new(&mcfg)?;
             weights::load_backbone(&mut m, &wpath)?;
-            (m, covid_cxr::train::History::default())
+            (m, TrainState { history: Default::default(), optimizer: Adam::new(cfg.lr, cfg.weight_decay) })
         }
         Some(run) => {
             let (m, man) = checkpoint::load(run).with_context(|| format!("loading {}", run.display()))?;
@@ -258,7 +261,14 @@ fn train(data: &Path, out: &Path, cfg: &TrainConfig, o: &TrainOpts) -> Result<()
                 bail!("{}: trained on other backbone weights (sha256 {})", run.display(), man.weights.sha256);
             }
             eprintln!("resuming {} after epoch {}", run.display(), man.history.as_ref().map_or(0, |h| h.epochs.len()));
-            (m, man.history.unwrap_or_default())
+            let optimizer = match checkpoint::load_optimizer(run, &man, &m, &cfg)? {
+                Some(o) => o,
+                None => {
+                    eprintln!("warning: {} has no optimizer state (an older run): Adam's moments restart", run.display());
+                    Adam::new(cfg.lr, cfg.weight_decay)
+                }
+            };
+            (m, TrainState { history: man.history.unwrap_or_default(), optimizer })
         }
     };
     eprintln!(
@@ -271,9 +281,14 @@ fn train(data: &Path, out: &Path, cfg: &TrainConfig, o: &TrainOpts) -> Result<()
         if cfg.cached { "cached-feature" } else { "uncached" }
     );
     let mut previous = Some(previous);
+    // Adam's state, for an exact resume (the notebook recipe's optimizer; the robust recipe has none)
+    let mut optimizer: Option<Adam> = None;
     let (history, recipe) =
         crate::cli_robust::train_recipe(&mut model, &train_ds, &val_ds, &cfg, &o.extra, &mut |m| {
-            run_training(m, &train_ds, &val_ds, &cfg, previous.take().unwrap_or_default())
+            let fresh = || TrainState { history: Default::default(), optimizer: Adam::new(cfg.lr, cfg.weight_decay) };
+            let state = run_training(m, &train_ds, &val_ds, &cfg, previous.take().unwrap_or_else(fresh))?;
+            optimizer = Some(state.optimizer);
+            Ok(state.history)
         })?;
     let last = history.epochs.last().context("no epoch")?;
     let mut manifest = Manifest::new(
@@ -289,6 +304,9 @@ fn train(data: &Path, out: &Path, cfg: &TrainConfig, o: &TrainOpts) -> Result<()
     manifest.val_report = Some(last.val.report.clone());
     manifest.history = Some(history.clone());
     recipe.record(&mut manifest);
+    if let Some(opt) = &optimizer {
+        checkpoint::save_optimizer(&partial, opt, &mut manifest)?;
+    }
     checkpoint::save(&partial, &model, &manifest)?;
     recipe.write(&partial)?;
     write_json(&partial.join("history.json"), &history)?;
@@ -299,11 +317,11 @@ fn train(data: &Path, out: &Path, cfg: &TrainConfig, o: &TrainOpts) -> Result<()
         true,
     )?;
     // pictures: the training curves and the validation figures
-    covid_cxr::report::accuracy_loss(&history)?.save(partial.join("accuracy_loss.png"))?;
+    covid_cxr::report::accuracy_loss(history)?.save(partial.join("accuracy_loss.png"))?;
     let ev = covid_cxr::evaluate::evaluate(&model, &val_ds)?;
     write_json(&partial.join("val_evaluation.json"), &ev)?;
     covid_cxr::report::save_evaluation_figures(&ev, &partial, "val_")?;
-    std::fs::rename(&partial, out).with_context(|| format!("renaming {} to {}", partial.display(), out.display()))?;
+    guard.finish(out)?;
     println!(
         "val accuracy {:.4}  macro precision {:.4}  macro recall {:.4}  macro F1 {:.4}  ({:.1}s in all, {:.1}s features)",
         last.val.accuracy, last.val.macro_precision, last.val.macro_recall, last.val.macro_f1, history.total_seconds, history.feature_seconds
@@ -318,8 +336,8 @@ fn run_training(
     train: &ImageFolder,
     val: &ImageFolder,
     cfg: &TrainConfig,
-    previous: covid_cxr::train::History,
-) -> Result<covid_cxr::train::History> {
+    previous: TrainState,
+) -> Result<TrainState> {
     let tty = std::io::stderr().is_terminal();
     let pb = ProgressBar::new(1);
     pb.set_style(
@@ -330,7 +348,7 @@ fn run_training(
     }
     let mut stage = String::new();
     let mut last = 0usize;
-    let h = resume_training(model, train, val, cfg, previous, &mut |p| match p {
+    let h = continue_training(model, train, val, cfg, previous, &mut |p| match p {
         Progress::Step { stage: s, done, total } => {
             if s != stage {
                 last = 0;

@@ -34,6 +34,7 @@ pub mod imageio;
 pub mod markers;
 pub mod metrics;
 pub mod model;
+pub mod optim;
 pub mod plot;
 pub mod report;
 pub mod robust;

@@ -501,6 +501,14 @@ impl InceptionV3 {
     pub fn features(&self, x: &Tensor) -> Tensor {
         pool_flat(&self.forward_mixed_7c(x))
     }
+
+    /// Pooled features with batch norm in training mode (each batch's own statistics), as PyTorch runs
+    /// a frozen backbone after the original notebook's `model.train()`; like PyTorch, it also moves the
+    /// running statistics (momentum 0.1). For measuring that difference only: the crate's training
+    /// keeps the backbone's batch norm on its running statistics.
+    pub fn features_batch_statistics(&self, x: &Tensor) -> Tensor {
+        tch::no_grad(|| pool_flat(&self.run(x, 0, self.blocks.len(), Fwd { train: true, fused: None })))
+    }
 }
 
 /// Global average pooling and flattening: `N x C x H x W -> N x C`.

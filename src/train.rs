@@ -12,8 +12,9 @@
 //!   part without gradient, on the fast path); the aux loss is added; the last
 //!   `fine_tune_blocks` backbone blocks can be trained too (slow on a CPU).
 //!
-//! Deterministic for a seed: `tch::manual_seed(seed)` (dropout), shuffling and transforms
-//! drawn from the seed and the epoch.
+//! Deterministic for a seed: the dropout generator is reseeded from `(seed, epoch)` at the start of
+//! every epoch, and shuffling and transforms are drawn from the seed and the epoch, so that with Adam's
+//! state ([`crate::optim::Adam`], saved in checkpoints) a resumed run equals an uninterrupted one.
 
 use crate::data::{check_same_classes, DataLoader, ImageFolder};
 use crate::error::{Error, Result};
@@ -25,9 +26,9 @@ use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
+use crate::optim::Adam;
 use std::time::Instant;
-use tch::nn::OptimizerConfig;
-use tch::{nn, Tensor};
+use tch::Tensor;
 
 /// Training hyperparameters (defaults: the notebook's).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -197,9 +198,8 @@ pub fn train_model_with(
 }
 
 /// Continues training from `previous` (e.g. a checkpoint's history, after
-/// [`crate::checkpoint::load`]): runs epochs `previous.epochs.len() + 1 ..= cfg.epochs`. Adam's
-/// moment estimates are not saved in checkpoints and restart from zero; the dropout RNG is
-/// reseeded from `(seed, first epoch)`.
+/// [`crate::checkpoint::load`]) with a fresh Adam: its moments restart from zero. For an exact
+/// resume, pass the checkpoint's optimizer state to [`continue_training`].
 pub fn resume_training(
     model: &mut TransferModel,
     train: &ImageFolder,
@@ -208,19 +208,41 @@ pub fn resume_training(
     previous: History,
     progress: &mut dyn FnMut(Progress),
 ) -> Result<History> {
+    let state = TrainState { history: previous, optimizer: Adam::new(cfg.lr, cfg.weight_decay) };
+    Ok(continue_training(model, train, val, cfg, state, progress)?.history)
+}
+
+/// Where a training run stands: its epochs so far and Adam's state (what a checkpoint must hold for
+/// a resume to equal an uninterrupted run).
+#[derive(Debug, Clone)]
+pub struct TrainState {
+    /// The epochs done.
+    pub history: History,
+    /// The optimizer of the head (and fine-tuned blocks), with its moments and step counts.
+    pub optimizer: Adam,
+}
+
+/// Runs epochs `state.history.epochs.len() + 1 ..= cfg.epochs` from `state` (a fresh one, or
+/// [`crate::checkpoint::load_train_state`]'s) and returns the new state. The learning rate and weight
+/// decay are `cfg`'s. 5 epochs, then 5 more from the saved state, give the same weights and history
+/// figures as 10 epochs in one go.
+pub fn continue_training(
+    model: &mut TransferModel,
+    train: &ImageFolder,
+    val: &ImageFolder,
+    cfg: &TrainConfig,
+    state: TrainState,
+    progress: &mut dyn FnMut(Progress),
+) -> Result<TrainState> {
     check_inputs(model, train, val, cfg)?;
+    let TrainState { history: previous, optimizer: mut opt } = state;
+    opt.lr = cfg.lr;
+    opt.weight_decay = cfg.weight_decay;
     let start = previous.epochs.len();
-    tch::manual_seed(cfg.seed.wrapping_add(start as u64 * 7919) as i64);
     let t0 = Instant::now();
     let prev_seconds = previous.total_seconds;
     let mut history = previous;
     let use_cache = cfg.cached && model.cfg.fine_tune_blocks == 0;
-    let mut opt = nn::Adam { wd: cfg.weight_decay, ..Default::default() }.build(&model.head_vs, cfg.lr)?;
-    let mut bb_opt = if model.cfg.fine_tune_blocks > 0 {
-        Some(nn::Adam { wd: cfg.weight_decay, ..Default::default() }.build(&model.backbone_vs, cfg.lr)?)
-    } else {
-        None
-    };
     if use_cache {
         history.path = "cached".into();
         let tf = Instant::now();
@@ -231,20 +253,27 @@ pub fn resume_training(
         history.path = "uncached".into();
         for epoch in start..cfg.epochs {
             let te = Instant::now();
-            let tr = image_epoch(model, train, epoch, cfg, &mut opt, bb_opt.as_mut(), progress)?;
+            seed_epoch(cfg, epoch);
+            let tr = image_epoch(model, train, epoch, cfg, &mut opt, progress)?;
             model.invalidate_fused();
             let va = image_eval(model, val, cfg, progress)?;
             push_epoch(&mut history, epoch, tr, va, te, progress);
         }
     }
     history.total_seconds = prev_seconds + t0.elapsed().as_secs_f64();
-    Ok(history)
+    Ok(TrainState { history, optimizer: opt })
+}
+
+/// Reseeds libtorch's generator (dropout) from `(seed, epoch)`, so that an epoch draws the same
+/// masks whether the run was resumed before it or not.
+fn seed_epoch(cfg: &TrainConfig, epoch: usize) {
+    tch::manual_seed(cfg.seed.wrapping_add(epoch as u64 * 7919) as i64);
 }
 
 /// Trains the head of `model` on cached features, with the notebook's recipe (Adam with
 /// `cfg.lr` and `cfg.weight_decay`, batches of `cfg.batch_size`, epoch `e` on view `e % views`),
-/// from epoch `history.epochs.len() + 1` to `cfg.epochs`; seeds libtorch's RNG (dropout) from
-/// `cfg.seed` first. Several heads can so be trained on one extraction
+/// from epoch `history.epochs.len() + 1` to `cfg.epochs`, with a fresh Adam; reseeds libtorch's RNG (dropout) from
+/// `(cfg.seed, epoch)` at each epoch, as [`continue_training`] does. Several heads can so be trained on one extraction
 /// ([`crate::robust::seed_variance`]).
 pub fn train_head_on_features(
     model: &TransferModel,
@@ -255,10 +284,9 @@ pub fn train_head_on_features(
     mut history: History,
     progress: &mut dyn FnMut(Progress),
 ) -> Result<History> {
-    tch::manual_seed(cfg.seed.wrapping_add(history.epochs.len() as u64 * 7919) as i64);
     let t0 = Instant::now();
     history.path = "cached".into();
-    let mut opt = nn::Adam { wd: cfg.weight_decay, ..Default::default() }.build(&model.head_vs, cfg.lr)?;
+    let mut opt = Adam::new(cfg.lr, cfg.weight_decay);
     head_epochs(model, ftrain, fval, cfg, &mut opt, classes, &mut history, progress)?;
     history.total_seconds += t0.elapsed().as_secs_f64();
     Ok(history)
@@ -270,7 +298,7 @@ fn head_epochs(
     ftrain: &FeatureSet,
     fval: &FeatureSet,
     cfg: &TrainConfig,
-    opt: &mut nn::Optimizer,
+    opt: &mut Adam,
     classes: &[String],
     history: &mut History,
     progress: &mut dyn FnMut(Progress),
@@ -280,6 +308,7 @@ fn head_epochs(
     }
     for epoch in history.epochs.len()..cfg.epochs {
         let te = Instant::now();
+        seed_epoch(cfg, epoch);
         let tr = head_epoch(model, ftrain, epoch, cfg, opt, classes)?;
         let va = head_eval(model, fval, classes)?;
         push_epoch(history, epoch, tr, va, te, progress);
@@ -369,7 +398,7 @@ fn head_epoch(
     fs: &FeatureSet,
     epoch: usize,
     cfg: &TrainConfig,
-    opt: &mut nn::Optimizer,
+    opt: &mut Adam,
     classes: &[String],
 ) -> Result<SplitStats> {
     let x = fs.view(epoch);
@@ -380,7 +409,9 @@ fn head_epoch(
         let (xb, yb) = (x.index_select(0, &idx), fs.labels.index_select(0, &idx));
         let out = model.head_forward_t(&xb, true);
         let loss = out.cross_entropy_for_logits(&yb);
-        opt.backward_step(&loss);
+        opt.zero_grad(&model.head_vs);
+        loss.backward();
+        opt.step(&[&model.head_vs])?;
         loss_sum += loss.double_value(&[]) * chunk.len() as f64;
         ys.extend(labels_vec(&yb)?);
         ps.extend(argmax(&out));
@@ -401,8 +432,7 @@ fn image_epoch(
     ds: &ImageFolder,
     epoch: usize,
     cfg: &TrainConfig,
-    opt: &mut nn::Optimizer,
-    mut bb_opt: Option<&mut nn::Optimizer>,
+    opt: &mut Adam,
     progress: &mut dyn FnMut(Progress),
 ) -> Result<SplitStats> {
     let dl = DataLoader::new(ds, cfg.batch_size).shuffle(cfg.seed);
@@ -416,15 +446,18 @@ fn image_epoch(
             Some(aux) => main + aux.cross_entropy_for_logits(&b.labels) * cfg.aux_weight,
             None => main,
         };
-        opt.zero_grad();
-        if let Some(o) = bb_opt.as_deref_mut() {
-            o.zero_grad();
+        let tuned = model.cfg.fine_tune_blocks > 0;
+        opt.zero_grad(&model.head_vs);
+        if tuned {
+            opt.zero_grad(&model.backbone_vs);
         }
         if loss.requires_grad() {
             loss.backward();
-            opt.step();
-            if let Some(o) = bb_opt.as_deref_mut() {
-                o.step();
+            // frozen backbone variables have no gradient and are left alone
+            if tuned {
+                opt.step(&[&model.head_vs, &model.backbone_vs])?;
+            } else {
+                opt.step(&[&model.head_vs])?;
             }
         }
         let k = b.paths.len();

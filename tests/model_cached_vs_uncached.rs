@@ -1,6 +1,7 @@
 //! The cached-feature path against the uncached path on the same small synthetic data (needs the
 //! pretrained weights; slow on a CPU, so `#[ignore]`: `cargo test --test model_cached_vs_uncached -- --ignored --nocapture`).
 
+mod common;
 use covid_cxr::data::ImageFolder;
 use covid_cxr::model::{TransferConfig, TransferModel};
 use covid_cxr::synth::{generate, SynthConfig};
@@ -10,10 +11,7 @@ use covid_cxr::transforms::Compose;
 #[test]
 #[ignore = "runs the backbone every epoch (about a minute or more on 2 cores)"]
 fn cached_path_matches_uncached_accuracy() {
-    if !covid_cxr::weights::fid_torchscript_path().is_file() {
-        eprintln!("SKIP: pretrained weights absent");
-        return;
-    }
+    common::require_weights();
     let t = tempfile::tempdir().unwrap();
     let all = t.path().join("all");
     generate(&all, &SynthConfig::new(22, 11)).unwrap();
@@ -38,4 +36,37 @@ fn cached_path_matches_uncached_accuracy() {
     }
     // 18 validation images: one image is 0.056; allow three images of noise
     assert!((accs[0] - accs[1]).abs() <= 3.0 / 18.0 + 1e-9, "cached {} vs uncached {}", accs[0], accs[1]);
+}
+
+/// The original's `model.train()` left the frozen backbone's batch norm on batch statistics; the crate
+/// uses the running (ImageNet) statistics. Measures how far the pooled features move, on batches of 8
+/// synthetic films (the notebook's batch size): `cargo test --release --test model_cached_vs_uncached
+/// batch_statistics -- --ignored --nocapture`.
+#[test]
+#[ignore = "a measurement for the README (pretrained backbone on 16 films, twice)"]
+fn batch_statistics_move_the_features() {
+    common::require_weights();
+    let t = tempfile::tempdir().unwrap();
+    generate(t.path(), &SynthConfig::new(6, 21)).unwrap();
+    let ds = ImageFolder::open(t.path(), Compose::notebook_val(299)).unwrap();
+    let dl = covid_cxr::data::DataLoader::new(&ds, 8).shuffle(3);
+    let (mut cos_min, mut cos_sum, mut rel_sum, mut n) = (1.0f64, 0.0, 0.0, 0usize);
+    for b in dl.iter(0).take(2) {
+        let b = b.unwrap();
+        let m = TransferModel::pretrained(&TransferConfig::default()).unwrap();
+        let eval = m.features_eager(&b.images);
+        let batch = m.net.features_batch_statistics(&m.map_input(&b.images));
+        let cos = tch::Tensor::cosine_similarity(&eval, &batch, 1, 1e-8);
+        let rel = (&eval - &batch).norm_scalaropt_dim(2, [1i64].as_slice(), false) / eval.norm_scalaropt_dim(2, [1i64].as_slice(), false);
+        cos_min = cos_min.min(cos.min().double_value(&[]));
+        cos_sum += cos.sum(tch::Kind::Double).double_value(&[]);
+        rel_sum += rel.sum(tch::Kind::Double).double_value(&[]);
+        n += b.paths.len();
+    }
+    eprintln!(
+        "{n} films: cosine similarity of running-statistics vs batch-statistics features: mean {:.4}, min {cos_min:.4}; mean relative L2 difference {:.3}",
+        cos_sum / n as f64,
+        rel_sum / n as f64
+    );
+    assert!(cos_min < 0.9999, "batch statistics should move the features");
 }

@@ -2,27 +2,15 @@
 //! randomly initialised backbone file (no download, no pretrained weights needed).
 
 mod common;
-use common::{bin, random_backbone, run_ok};
+use common::{bin, run_ok};
 use covid_cxr::model::{TransferConfig, TransferModel};
 
 #[test]
 fn train_evaluate_predict() {
     let t = tempfile::tempdir().unwrap();
     let p = |s: &str| t.path().join(s);
-    run_ok(bin().args(["synth", "--per-class", "5", "--seed", "2", "--out"]).arg(p("data")));
-    run_ok(bin().arg("split").arg(p("data")).arg(p("split")).args(["--ratio", "0.6,0.4"]));
-    random_backbone(&p("w.safetensors"));
-    let train = |out: &str, epochs: &str| {
-        let mut c = bin();
-        c.args(["train", "--epochs", epochs, "--size", "96", "--views", "2", "--data"])
-            .arg(p("split"))
-            .arg("--out")
-            .arg(p(out))
-            .arg("--weights")
-            .arg(p("w.safetensors"))
-            .env("COVID_CXR_CACHE", p("cache"));
-        c
-    };
+    common::tiny_split(t.path(), 5, 2, "0.6,0.4");
+    let train = |out: &str, epochs: &str| common::train_cmd(t.path(), &p("split"), &p(out), epochs, "96", "2");
     let out = run_ok(&mut train("run", "2"));
     assert!(out.contains("val accuracy") && out.contains("weighted avg"), "{out}");
     for f in ["model.safetensors", "manifest.json", "history.json", "metrics.json", "classification_report.txt"] {
@@ -93,4 +81,47 @@ fn weights_from_safetensors() {
     covid_cxr::weights::write_safetensors(&src, &v, &[]).unwrap();
     let o = bin().args(["weights", "--from"]).arg(&src).arg("--out").arg(&out).output().unwrap();
     assert!(!o.status.success() && String::from_utf8_lossy(&o.stderr).contains("Mixed_9z.conv.weight"));
+}
+
+/// `train --resume` continues Adam's moments and step counts (saved in `optimizer.safetensors`) and the
+/// per-epoch dropout seeds: 10 epochs in one go equal 5 epochs and a resume for 5 more, bit for bit, on
+/// the cached path.
+#[test]
+fn resume_equals_uninterrupted_training() {
+    let t = tempfile::tempdir().unwrap();
+    let p = |s: &str| t.path().join(s);
+    common::tiny_split(t.path(), 6, 4, "0.5,0.5");
+    let train = |out: &str, epochs: &str| {
+        let mut c = common::train_cmd(t.path(), &p("split"), &p(out), epochs, "96", "2");
+        c.args(["--seed", "9"]);
+        c
+    };
+    run_ok(&mut train("r10", "10"));
+    run_ok(&mut train("r5", "5"));
+    run_ok(train("r5+5", "10").arg("--resume").arg(p("r5")));
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(p("r5/manifest.json")).unwrap()).unwrap();
+    assert_eq!(manifest["optimizer"], "optimizer.safetensors");
+    let read = |run: &str, file: &str| {
+        let mut t = covid_cxr::weights::read_tensors(&p(run).join(file)).unwrap();
+        t.sort_by(|a, b| a.0.cmp(&b.0));
+        t
+    };
+    let tensors = |run: &str| read(run, "model.safetensors");
+    let (a, b) = (tensors("r10"), tensors("r5+5"));
+    assert_eq!(a.len(), b.len());
+    for ((na, ta), (nb, tb)) in a.iter().zip(&b) {
+        assert_eq!(na, nb);
+        let d = (ta - tb).abs().max().double_value(&[]);
+        assert!(ta.equal(tb), "{na}: resumed weights differ by up to {d:e}");
+    }
+    let opt = |run: &str| read(run, "optimizer.safetensors");
+    let (oa, ob) = (opt("r10"), opt("r5+5"));
+    assert!(oa.len() == ob.len() && oa.iter().zip(&ob).all(|((x, s), (y, u))| x == y && s.equal(u)));
+    // the per-epoch figures agree too (except the time taken)
+    let hist = |run: &str| -> Vec<serde_json::Value> {
+        let h: serde_json::Value = serde_json::from_slice(&std::fs::read(p(run).join("history.json")).unwrap()).unwrap();
+        h["epochs"].as_array().unwrap().iter().map(|e| serde_json::json!([e["epoch"], e["train"], e["val"]])).collect()
+    };
+    assert_eq!(hist("r10"), hist("r5+5"));
 }
