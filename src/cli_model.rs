@@ -192,7 +192,7 @@ fn weights_file(w: Option<PathBuf>) -> Result<PathBuf> {
 fn train(data: &Path, out: &Path, cfg: &TrainConfig, o: &TrainOpts) -> Result<()> {
     let partial = check_out(out)?;
     let (train_tf, val_tf) = (Compose::notebook_train(o.size), Compose::notebook_val(o.size));
-    let (train_ds, val_ds) = ImageFolder::open_split(data, train_tf.clone(), val_tf.clone())
+    let (train_ds, val_ds) = ImageFolder::open_split(data, train_tf, val_tf)
         .with_context(|| format!("opening {}/train and {}/val", data.display(), data.display()))?;
     let wpath = weights_file(o.weights.clone())?;
     let sha = weights::sha256_file(&wpath)?;
@@ -237,18 +237,8 @@ fn train(data: &Path, out: &Path, cfg: &TrainConfig, o: &TrainOpts) -> Result<()
     );
     let history = run_training(&mut model, &train_ds, &val_ds, &cfg, previous)?;
     let last = history.epochs.last().context("no epoch")?;
-    let mut manifest = Manifest::new(
-        &model,
-        train_ds.classes.clone(),
-        val_tf,
-        WeightsRef { path: wpath.clone(), sha256: sha },
-        cfg.seed,
-    );
-    manifest.train = Some(cfg.clone());
-    manifest.train_transform = Some(train_tf);
-    manifest.data_fingerprint = Some(covid_cxr::features::data_fingerprint(&train_ds)?);
-    manifest.val_report = Some(last.val.report.clone());
-    manifest.history = Some(history.clone());
+    let manifest =
+        Manifest::for_training(&model, &train_ds, &val_ds, &cfg, &history, WeightsRef { path: wpath.clone(), sha256: sha })?;
     checkpoint::save(&partial, &model, &manifest)?;
     write_json(&partial.join("history.json"), &history)?;
     write_json(&partial.join("metrics.json"), &last.val)?;
@@ -369,25 +359,19 @@ fn collect_images(inputs: &[PathBuf]) -> Result<Vec<PathBuf>> {
 fn predict(run: &Path, threshold: f64, inputs: &[PathBuf]) -> Result<()> {
     let (model, manifest) = checkpoint::load(run).with_context(|| format!("loading {}", run.display()))?;
     let files = collect_images(inputs)?;
-    let tf = &manifest.preprocessing;
     let stdout = std::io::stdout();
     let mut w = stdout.lock();
-    for chunk in files.chunks(8) {
-        let mut xs = Vec::new();
-        for f in chunk {
-            let img = covid_cxr::imageio::open_image(f)?;
-            let mut rng = <rand_chacha::ChaCha8Rng as rand::SeedableRng>::seed_from_u64(0);
-            xs.push(tf.apply(&img, &mut rng)?);
-        }
-        let p = model.predict_proba(&tch::Tensor::stack(&xs, 0));
-        let rows = Vec::<Vec<f32>>::try_from(&p)?;
-        for (f, r) in chunk.iter().zip(rows) {
-            let (best, conf) = r.iter().enumerate().fold((0, f32::MIN), |a, (i, &v)| if v > a.1 { (i, v) } else { a });
-            let probs: serde_json::Map<String, serde_json::Value> =
-                manifest.classes.iter().zip(&r).map(|(c, &v)| (c.clone(), serde_json::json!(v))).collect();
+    for chunk in files.chunks(covid_cxr::predict::BATCH) {
+        for p in covid_cxr::predict::predict_paths(&model, &manifest.classes, &manifest.preprocessing, chunk)? {
+            let probs: serde_json::Map<String, serde_json::Value> = manifest
+                .classes
+                .iter()
+                .zip(&p.probabilities)
+                .map(|(c, &v)| (c.clone(), serde_json::json!(v as f32)))
+                .collect();
             let line = serde_json::json!({
-                "path": f, "probabilities": probs, "label": manifest.classes[best],
-                "confidence": conf, "deferred": (conf as f64) < threshold,
+                "path": p.path, "probabilities": probs, "label": p.class,
+                "confidence": p.confidence as f32, "deferred": p.deferred(threshold),
             });
             writeln!(w, "{line}")?;
         }
