@@ -22,7 +22,7 @@ import time
 
 import nbformat
 from nbclient import NotebookClient
-from nbclient.exceptions import CellExecutionError, DeadKernelError
+from nbclient.exceptions import CellExecutionError, CellTimeoutError, DeadKernelError
 
 MAX_BYTES = 5 * 1024 * 1024
 MAIN = "covid_cxr.ipynb"
@@ -98,7 +98,7 @@ def execute(path, root, cache):
     )
     try:
         client.execute()
-    except (CellExecutionError, DeadKernelError, RuntimeError) as e:
+    except (CellExecutionError, CellTimeoutError, DeadKernelError, RuntimeError) as e:
         return nb, str(e)[-3000:]
     for i, cell in enumerate(nb.cells):
         for o in cell.get("outputs", []):
