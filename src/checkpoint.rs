@@ -58,6 +58,15 @@ pub struct Manifest {
     pub history: Option<History>,
     /// Validation metrics of the last epoch.
     pub val_report: Option<ClassificationReport>,
+    /// The training recipe: `"notebook"` or `"robust"` (absent in older manifests: the notebook's).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recipe: Option<String>,
+    /// The robust recipe's grid, cross-validated scores and choice.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub robust: Option<crate::robust::RobustRecord>,
+    /// Seed variance of the validation metrics (`train --seeds`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seed_variance: Option<crate::robust::SeedReport>,
 }
 
 impl Manifest {
@@ -86,6 +95,9 @@ impl Manifest {
             weights,
             history: None,
             val_report: None,
+            recipe: None,
+            robust: None,
+            seed_variance: None,
         }
     }
 }

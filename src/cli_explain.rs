@@ -5,7 +5,88 @@ use clap::{Subcommand, ValueEnum};
 use covid_cxr::explain::gradcam::{cam_maps, grad_cam_classes};
 use covid_cxr::explain::model_glue::{lime_classifier, model_view, to_batch};
 use covid_cxr::explain::{LimeConfig, LimeImageExplainer};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+
+/// `--hide-color`: what switched-off superpixels become in LIME's perturbed images.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum HideColor {
+    /// Each superpixel's own mean colour (lime's default, `hide_color=None`).
+    Mean,
+    /// A gray level 0-255 on all three channels (the notebook passes 0).
+    Gray(u8),
+}
+
+impl HideColor {
+    /// The library's `LimeConfig::hide_color`.
+    pub fn rgb(self) -> Option<[u8; 3]> {
+        match self {
+            HideColor::Mean => None,
+            HideColor::Gray(g) => Some([g; 3]),
+        }
+    }
+}
+
+impl FromStr for HideColor {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        if s.eq_ignore_ascii_case("mean") {
+            return Ok(HideColor::Mean);
+        }
+        s.parse::<u8>().map(HideColor::Gray).map_err(|_| format!("{s:?}: expected `mean` or a gray level 0-255"))
+    }
+}
+
+/// A `.OUT.partial` folder this process created. Dropped unfinished (an error, a panic), it is removed
+/// with what this process wrote in it; [`Partial::finish`] renames it to OUT. An existing one (an
+/// interrupted run's, or someone's folder) is refused, never deleted.
+pub struct Partial {
+    path: PathBuf,
+    done: bool,
+}
+
+impl Partial {
+    /// Creates `.NAME.partial` next to `out` (and `out`'s parent folders).
+    pub fn create(out: &Path) -> Result<Self> {
+        let name = out.file_name().context("--out needs a name")?.to_string_lossy().into_owned();
+        let path = out.with_file_name(format!(".{name}.partial"));
+        if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+            std::fs::create_dir_all(parent).with_context(|| format!("creating {}", parent.display()))?;
+        }
+        match std::fs::create_dir(&path) {
+            Ok(()) => Ok(Partial { path, done: false }),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => bail!(
+                "{}: exists (an interrupted run's unfinished output?); nothing is deleted: remove it or choose another --out",
+                path.display()
+            ),
+            Err(e) => Err(e).with_context(|| format!("creating {}", path.display())),
+        }
+    }
+
+    /// The folder to write into.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Renames the finished folder to `out` (which may exist only as an empty folder).
+    pub fn finish(mut self, out: &Path) -> Result<()> {
+        if out.exists() {
+            std::fs::remove_dir(out).with_context(|| format!("replacing the empty folder {}", out.display()))?;
+        }
+        std::fs::rename(&self.path, out)
+            .with_context(|| format!("renaming {} to {}", self.path.display(), out.display()))?;
+        self.done = true;
+        Ok(())
+    }
+}
+
+impl Drop for Partial {
+    fn drop(&mut self) {
+        if !self.done {
+            let _ = std::fs::remove_dir_all(&self.path);
+        }
+    }
+}
 
 /// Which explanation to compute.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -44,10 +125,10 @@ pub enum ExplainCmd {
         /// Explain this class only (by name) instead of the top ones.
         #[arg(long)]
         class: Option<String>,
-        /// LIME: colour of switched-off superpixels, 0-255 gray (the notebook's 0); omit for each
-        /// superpixel's mean colour.
-        #[arg(long, default_value = "0")]
-        hide_color: Option<u8>,
+        /// LIME: colour of switched-off superpixels: a gray level 0-255 (default 0, the notebook's
+        /// `hide_color=0`) or `mean` for each superpixel's own mean colour (lime's default, `hide_color=None`).
+        #[arg(long, default_value = "0", value_name = "mean|0-255")]
+        hide_color: HideColor,
         /// Seed of LIME's segmentation and sampling.
         #[arg(long, default_value_t = 0)]
         seed: u64,
@@ -76,12 +157,8 @@ pub fn run(c: ExplainCmd) -> Result<()> {
         ),
         None => None,
     };
-    let partial =
-        out.with_file_name(format!(".{}.partial", out.file_name().context("--out needs a name")?.to_string_lossy()));
-    if partial.exists() {
-        std::fs::remove_dir_all(&partial)?;
-    }
-    std::fs::create_dir_all(&partial)?;
+    let guard = Partial::create(&out)?;
+    let partial = guard.path().to_path_buf();
     let pb = crate::bar(images.len() as u64, "explain");
     for path in &images {
         let img = covid_cxr::imageio::open_image(path)?;
@@ -90,11 +167,11 @@ pub fn run(c: ExplainCmd) -> Result<()> {
         let x = to_batch(std::slice::from_ref(&view), &manifest.preprocessing)?;
         let probs: Vec<f64> =
             Vec::<f64>::try_from(tch::no_grad(|| m.predict_proba(&x)).to_kind(tch::Kind::Double).get(0))?;
-        let mut order: Vec<usize> = (0..classes.len()).collect();
-        order.sort_by(|a, b| probs[*b].partial_cmp(&probs[*a]).unwrap_or(std::cmp::Ordering::Equal));
+        // lime's ranking (ties: the higher class index first), as the library's `choose_labels`.
+        let order = covid_cxr::explain::lime::top_labels(&probs, classes.len());
         let targets: Vec<usize> = match only {
             Some(c) => vec![c],
-            None => order.iter().take(top_labels.clamp(1, classes.len())).cloned().collect(),
+            None => order.iter().take(top_labels.max(1)).cloned().collect(),
         };
         let mut record = serde_json::json!({
             "image": path, "classes": classes,
@@ -105,7 +182,7 @@ pub fn run(c: ExplainCmd) -> Result<()> {
             let cfg = LimeConfig {
                 top_labels: None,
                 labels: targets.clone(),
-                hide_color: hide_color.map(|g| [g; 3]),
+                hide_color: hide_color.rgb(),
                 num_samples: samples,
                 batch_size,
                 seed,
@@ -180,10 +257,7 @@ pub fn run(c: ExplainCmd) -> Result<()> {
         pb.inc(1);
     }
     pb.finish();
-    if out.exists() {
-        std::fs::remove_dir(&out).with_context(|| format!("replacing the empty folder {}", out.display()))?;
-    }
-    std::fs::rename(&partial, &out).with_context(|| format!("renaming {} to {}", partial.display(), out.display()))?;
+    guard.finish(&out)?;
     eprintln!("explanations written to {}", out.display());
     Ok(())
 }

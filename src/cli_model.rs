@@ -70,6 +70,8 @@ pub enum ModelCmd {
         /// Reproduce the notebook's frozen 1000-class aux head loss (a defect; needs --no-cache).
         #[arg(long)]
         defect_frozen_aux: bool,
+        #[command(flatten)]
+        extra: crate::cli_robust::TrainExtra,
     },
     /// Evaluate a trained run on an ImageFolder; write every figure as JSON.
     Evaluate {
@@ -85,6 +87,8 @@ pub enum ModelCmd {
         /// libtorch threads (default: all cores).
         #[arg(long)]
         threads: Option<i32>,
+        #[command(flatten)]
+        sub: crate::cli_robust::EvalExtra,
     },
     /// Predict images: one JSON line per image.
     Predict {
@@ -130,6 +134,7 @@ pub fn run(c: ModelCmd) -> Result<()> {
             resume,
             defect_double_softmax,
             defect_frozen_aux,
+            extra,
         } => {
             set_threads(threads);
             let cfg = TrainConfig {
@@ -144,12 +149,15 @@ pub fn run(c: ModelCmd) -> Result<()> {
             };
             let defects =
                 NotebookDefects { double_softmax: defect_double_softmax, frozen_1000_class_aux: defect_frozen_aux };
-            let opts = TrainOpts { weights, bf16, size, fine_tune_blocks, defects, resume };
+            if resume.is_some() && (extra.recipe != "notebook" || extra.seeds.is_some()) {
+                bail!("--resume continues the notebook recipe only (no --recipe robust, no --seeds)");
+            }
+            let opts = TrainOpts { weights, bf16, size, fine_tune_blocks, defects, resume, extra };
             train(&data, &out, &cfg, &opts)
         }
-        ModelCmd::Evaluate { model, data, json, threads } => {
+        ModelCmd::Evaluate { model, data, json, threads, sub } => {
             set_threads(threads);
-            evaluate(&model, &data, json.as_deref())
+            evaluate(&model, &data, json.as_deref(), &sub)
         }
         ModelCmd::Predict { model, threshold, inputs } => predict(&model, threshold, &inputs),
         ModelCmd::Weights { from, out } => prepare_weights(from.as_deref(), out.as_deref()),
@@ -168,6 +176,7 @@ struct TrainOpts {
     fine_tune_blocks: usize,
     defects: NotebookDefects,
     resume: Option<PathBuf>,
+    extra: crate::cli_robust::TrainExtra,
 }
 
 fn check_out(out: &Path) -> Result<PathBuf> {
@@ -235,11 +244,17 @@ fn train(data: &Path, out: &Path, cfg: &TrainConfig, o: &TrainOpts) -> Result<()
         variant.name(),
         if cfg.cached { "cached-feature" } else { "uncached" }
     );
-    let history = run_training(&mut model, &train_ds, &val_ds, &cfg, previous)?;
+    let mut previous = Some(previous);
+    let (history, recipe) =
+        crate::cli_robust::train_recipe(&mut model, &train_ds, &val_ds, &cfg, &o.extra, &mut |m| {
+            run_training(m, &train_ds, &val_ds, &cfg, previous.take().unwrap_or_default())
+        })?;
     let last = history.epochs.last().context("no epoch")?;
-    let manifest =
+    let mut manifest =
         Manifest::for_training(&model, &train_ds, &val_ds, &cfg, &history, WeightsRef { path: wpath.clone(), sha256: sha })?;
+    recipe.record(&mut manifest);
     checkpoint::save(&partial, &model, &manifest)?;
+    recipe.write(&partial)?;
     write_json(&partial.join("history.json"), &history)?;
     write_json(&partial.join("metrics.json"), &last.val)?;
     covid_cxr::imageio::write_atomic(
@@ -313,11 +328,20 @@ fn write_json<T: serde::Serialize>(path: &Path, v: &T) -> Result<()> {
     Ok(())
 }
 
-fn evaluate(run: &Path, data: &Path, json: Option<&Path>) -> Result<()> {
+fn evaluate(run: &Path, data: &Path, json: Option<&Path>, sub: &crate::cli_robust::EvalExtra) -> Result<()> {
     let (model, manifest) = checkpoint::load(run).with_context(|| format!("loading {}", run.display()))?;
     let ds = ImageFolder::open(data, manifest.preprocessing.clone())?;
     checkpoint::check_compatible(&manifest, &ds)?;
-    let ev = covid_cxr::evaluate::evaluate(&model, &ds)?;
+    if ds.is_empty() {
+        bail!("{}: no images to evaluate", data.display());
+    }
+    let (probs, labels, paths) = covid_cxr::evaluate::predict_dataset(&model, &ds, 16)?;
+    let mut ev = covid_cxr::evaluate::evaluate_probs(&probs, &labels, &ds.classes)?;
+    let preds: Vec<i64> = probs
+        .iter()
+        .map(|r| r.iter().enumerate().fold((0, f32::MIN), |a, (i, &v)| if v > a.1 { (i, v) } else { a }).0 as i64)
+        .collect();
+    crate::cli_robust::add_subgroups(&mut ev, sub, &ds.root, &labels, &preds, &paths)?;
     if let Some(j) = json {
         write_json(j, &ev)?;
         // the figures beside the JSON: <stem>_confusion.png, _roc.png, _reliability.png, _coverage.png
@@ -327,6 +351,18 @@ fn evaluate(run: &Path, data: &Path, json: Option<&Path>) -> Result<()> {
         eprintln!("figures: {}", figs.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", "));
     }
     print!("{}", ev.report);
+    if let (Some(a), Some(f)) = (ev.accuracy_ci, ev.macro_f1_ci) {
+        println!(
+            "accuracy {:.4} [95% CI {:.4}, {:.4}]  macro-F1 {:.4} [{:.4}, {:.4}] (bootstrap, {} resamples, percentile)",
+            ev.accuracy,
+            a[0],
+            a[1],
+            ev.macro_f1,
+            f[0],
+            f[1],
+            covid_cxr::evaluate::BOOTSTRAP_RESAMPLES
+        );
+    }
     println!(
         "ECE {:.4}; one-vs-rest AUC: {}",
         ev.ece,

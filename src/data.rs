@@ -210,6 +210,9 @@ impl<'a> DataLoader<'a> {
     /// Loads the items at `indices` as one batch (parallel decoding).
     pub fn load(&self, indices: &[usize], epoch: u64) -> Result<Option<Batch>> {
         let ds = self.dataset;
+        if let Some(&bad) = indices.iter().find(|&&i| i >= ds.len()) {
+            return Err(Error::dataset(&ds.root, format!("index {bad} out of range ({} images)", ds.len())));
+        }
         let items: Vec<Result<(Vec<f32>, u32, u32, i64)>> =
             indices.par_iter().map(|&i| ds.get_vec(i, mix(self.seed, epoch, i as u64 + 1))).collect();
         let mut data = Vec::new();
@@ -327,6 +330,15 @@ mod tests {
             b.iter().flat_map(|x| x.paths.clone()).collect::<Vec<_>>(),
             other.iter().flat_map(|x| x.paths.clone()).collect::<Vec<_>>()
         );
+    }
+
+    #[test]
+    fn load_out_of_range_is_an_error() {
+        let t = tempfile::tempdir().unwrap();
+        crate::synth::generate(t.path(), &crate::synth::SynthConfig::new(1, 0)).unwrap();
+        let ds = ImageFolder::open(t.path(), Compose::notebook_val(8)).unwrap();
+        let e = DataLoader::new(&ds, 2).load(&[0, 3], 0).unwrap_err().to_string();
+        assert!(e.contains("index 3 out of range (3 images)"), "{e}");
     }
 
     #[test]

@@ -110,6 +110,19 @@ pub struct Evaluation {
     pub reliability: Vec<ReliabilityBin>,
     /// Coverage and accuracy for thresholds 0.00, 0.05, ..., 0.95.
     pub deferral: Vec<DeferralRow>,
+    /// Bootstrap 95% interval of the accuracy, `[lo, hi]` (see [`Evaluation::bootstrap`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub accuracy_ci: Option<[f64; 2]>,
+    /// Bootstrap 95% interval of the macro-F1, `[lo, hi]`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub macro_f1_ci: Option<[f64; 2]>,
+    /// How the intervals were drawn ([`crate::subgroups::bootstrap_ci`]: 1000 resamples, seed 0,
+    /// percentile method).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bootstrap: Option<crate::subgroups::BootstrapCi>,
+    /// Figures per value of manifest columns: `subgroups[column][value]`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subgroups: Option<std::collections::BTreeMap<String, std::collections::BTreeMap<String, crate::subgroups::SubgroupEval>>>,
     /// sklearn's classification report.
     pub report: ClassificationReport,
 }
@@ -163,6 +176,7 @@ pub fn evaluate_probs(probs: &[Vec<f32>], labels: &[i64], classes: &[String]) ->
     let top: Vec<(usize, f64)> = probs.iter().map(|p| argmax(p)).collect();
     let preds: Vec<i64> = top.iter().map(|t| t.0 as i64).collect();
     let report = ClassificationReport::new(labels, &preds, classes)?;
+    let ci = crate::subgroups::bootstrap_ci(labels, &preds, k, BOOTSTRAP_RESAMPLES, BOOTSTRAP_SEED)?;
     let cm = report.confusion_matrix.clone();
     let n = labels.len() as u64;
     let scores = per_class_scores(&cm);
@@ -207,8 +221,33 @@ pub fn evaluate_probs(probs: &[Vec<f32>], labels: &[i64], classes: &[String]) ->
         ece,
         reliability,
         deferral: deferral_table(&conf, &correct),
+        accuracy_ci: Some(ci.accuracy_ci),
+        macro_f1_ci: Some(ci.macro_f1_ci),
+        bootstrap: Some(ci),
+        subgroups: None,
         report,
     })
+}
+
+/// Number of bootstrap resamples of [`evaluate_probs`]' intervals.
+pub const BOOTSTRAP_RESAMPLES: usize = 1000;
+/// Seed of [`evaluate_probs`]' bootstrap.
+pub const BOOTSTRAP_SEED: u64 = 0;
+
+impl Evaluation {
+    /// Adds the figures per value of a manifest column (`keys[i]`: image `i`'s value, `None`
+    /// without a row; see [`crate::subgroups::subgroup_table`]) under `subgroups.<column>`.
+    pub fn add_subgroups(
+        &mut self,
+        column: &str,
+        labels: &[i64],
+        preds: &[i64],
+        keys: &[Option<String>],
+    ) -> Result<()> {
+        let t = crate::subgroups::subgroup_table(labels, preds, &self.classes, keys)?;
+        self.subgroups.get_or_insert_with(Default::default).insert(column.to_string(), t);
+        Ok(())
+    }
 }
 
 /// sklearn's `roc_curve` (with `drop_intermediate=False`): thresholds at every distinct score,

@@ -3,7 +3,8 @@
 //!
 //! The cache key is the sha256 of: the weights file's sha256, the model's backbone settings
 //! (variant, precision, input mapping), the sorted file list with sizes and mtimes (the data
-//! fingerprint), the transform's description, the number of views and the seed. Any change of
+//! fingerprint), the transform's description, the number of views and the seed (for a random
+//! transform only: a deterministic one gives the same features for every seed). Any change of
 //! those gives another file; files are written atomically.
 //!
 //! View `v` of image `i` is the dataset's transform run with the RNG seed the
@@ -85,7 +86,8 @@ pub fn cache_key(
         format!("variant {} precision {:?} exact_input {}", c.variant.name(), c.precision, c.exact_fid_input),
         format!("data {}", data_fingerprint(ds)?),
         format!("transform {tf}"),
-        format!("views {} seed {seed}", effective_views(ds, views)),
+        // a deterministic transform gives the same single view for every seed
+        format!("views {} seed {}", effective_views(ds, views), if ds.transform.is_random() { seed } else { 0 }),
     ];
     for p in parts {
         h.update(p.as_bytes());

@@ -10,6 +10,7 @@ use std::time::Instant;
 
 mod cli_explain;
 mod cli_model;
+mod cli_robust;
 
 #[derive(Parser)]
 #[command(
@@ -217,12 +218,10 @@ fn demo(out: Option<PathBuf>, per_class: usize, seed: u64, quick: bool, explain_
     if out.exists() {
         bail!("{}: exists; choose a new --out (nothing is overwritten)", out.display());
     }
-    let parent = out.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    std::fs::create_dir_all(parent).with_context(|| format!("creating {}", parent.display()))?;
-    let work = parent.join(format!(".{}.partial", out.file_name().context("--out needs a name")?.to_string_lossy()));
-    if work.exists() {
-        std::fs::remove_dir_all(&work).with_context(|| format!("removing stale {}", work.display()))?;
-    }
+    // Refuses a leftover .OUT.partial rather than deleting a folder this process did not create; removes
+    // its own on failure.
+    let guard = cli_explain::Partial::create(&out)?;
+    let work = guard.path().to_path_buf();
     let t0 = Instant::now();
     let steps = if quick { 4 } else { 8 };
     eprintln!("[1/{steps}] synthetic data (synthetic, not diagnostic)");
@@ -237,7 +236,7 @@ fn demo(out: Option<PathBuf>, per_class: usize, seed: u64, quick: bool, explain_
         demo_model(&work, seed, explain_samples, steps)?;
     }
     eprintln!("done in {:.1}s", t0.elapsed().as_secs_f64());
-    std::fs::rename(&work, &out).with_context(|| format!("renaming {} to {}", work.display(), out.display()))?;
+    guard.finish(&out)?;
     println!("{}", out.display());
     eprintln!(
         "results in {}: batch_grid.png, run/ (model, curves, evaluation figures), predictions.png, explain/",
@@ -290,7 +289,7 @@ fn demo_model(work: &Path, seed: u64, explain_samples: usize, steps: usize) -> R
         batch_size: 8,
         top_labels: 3,
         class: None,
-        hide_color: Some(0),
+        hide_color: cli_explain::HideColor::Gray(0),
         seed,
         out: work.join("explain"),
     })

@@ -571,6 +571,9 @@ pub struct TransferConfig {
     pub fine_tune_blocks: usize,
     /// Reproduce the notebook's defects.
     pub defects: NotebookDefects,
+    /// Shape of the head (default: the notebook's); absent in older manifests.
+    #[serde(default)]
+    pub head: HeadSpec,
 }
 
 impl Default for TransferConfig {
@@ -585,41 +588,133 @@ impl Default for TransferConfig {
             precision: Precision::F32,
             fine_tune_blocks: 0,
             defects: NotebookDefects::default(),
+            head: HeadSpec::default(),
         }
     }
 }
 
-/// The classifier head `fc`: Linear(2048,128) ReLU Linear(128,64) ReLU Dropout Linear(64,C),
-/// named `fc.0`, `fc.2`, `fc.5` as torchvision's `nn.Sequential` would name them.
+/// Kind of classifier head.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum HeadKind {
+    /// The notebook's `Linear(2048,128) ReLU Linear(128,64) ReLU Dropout Linear(64,C)`.
+    #[default]
+    Mlp,
+    /// One linear layer `Linear(2048,C)` (multinomial logistic regression).
+    Linear,
+}
+
+/// Shape of the classifier head: its kind, the number of ensemble members (their class
+/// probabilities are averaged) and whether the features are standardised first (with the
+/// training features' mean and standard deviation, stored in the checkpoint as `fc.norm.mean`
+/// and `fc.norm.std`). The default is the notebook's head.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HeadSpec {
+    /// Kind of every member.
+    pub kind: HeadKind,
+    /// Ensemble members (1: a single head, named as in the notebook).
+    pub members: usize,
+    /// Standardise the features before the head.
+    pub standardize: bool,
+}
+
+impl Default for HeadSpec {
+    fn default() -> Self {
+        HeadSpec { kind: HeadKind::Mlp, members: 1, standardize: false }
+    }
+}
+
+/// One member of the head.
+#[derive(Debug)]
+enum Member {
+    Mlp { l0: nn::Linear, l2: nn::Linear, l5: nn::Linear },
+    Linear(nn::Linear),
+}
+
+/// The classifier head `fc`. The notebook's (the default [`HeadSpec`]) is
+/// Linear(2048,128) ReLU Linear(128,64) ReLU Dropout Linear(64,C), named `fc.0`, `fc.2`, `fc.5` as
+/// torchvision's `nn.Sequential` would name them. A linear head is `fc.lin`; the members of an
+/// ensemble live under `fc.m0`, `fc.m1`, ...; standardisation statistics under `fc.norm`.
 #[derive(Debug)]
 pub struct Head {
-    l0: nn::Linear,
-    l2: nn::Linear,
-    l5: nn::Linear,
+    members: Vec<Member>,
+    norm: Option<(Tensor, Tensor)>,
     dropout: f64,
 }
 
 impl Head {
-    /// Creates `fc.0`, `fc.2`, `fc.5` under `p` (PyTorch's default init).
+    /// Creates the notebook's head `fc.0`, `fc.2`, `fc.5` under `p` (PyTorch's default init).
     pub fn new(p: &nn::Path, hidden: (i64, i64), num_classes: i64, dropout: f64) -> Self {
-        Head {
-            l0: nn::linear(p / "0", NUM_FEATURES, hidden.0, Default::default()),
-            l2: nn::linear(p / "2", hidden.0, hidden.1, Default::default()),
-            l5: nn::linear(p / "5", hidden.1, num_classes, Default::default()),
-            dropout,
+        Self::with_spec(p, &HeadSpec::default(), hidden, num_classes, dropout)
+    }
+
+    /// Creates a head of shape `spec` under `p` (PyTorch's default init, from libtorch's RNG).
+    pub fn with_spec(p: &nn::Path, spec: &HeadSpec, hidden: (i64, i64), num_classes: i64, dropout: f64) -> Self {
+        let member = |q: &nn::Path| match spec.kind {
+            HeadKind::Mlp => Member::Mlp {
+                l0: nn::linear(q / "0", NUM_FEATURES, hidden.0, Default::default()),
+                l2: nn::linear(q / "2", hidden.0, hidden.1, Default::default()),
+                l5: nn::linear(q / "5", hidden.1, num_classes, Default::default()),
+            },
+            HeadKind::Linear => Member::Linear(nn::linear(q / "lin", NUM_FEATURES, num_classes, Default::default())),
+        };
+        let members = if spec.members <= 1 {
+            vec![member(p)]
+        } else {
+            (0..spec.members).map(|i| member(&(p / format!("m{i}")))).collect()
+        };
+        let norm = spec.standardize.then(|| {
+            let q = p / "norm";
+            (q.zeros_no_train("mean", &[NUM_FEATURES]), q.ones_no_train("std", &[NUM_FEATURES]))
+        });
+        Head { members, norm, dropout }
+    }
+
+    /// Number of ensemble members.
+    pub fn num_members(&self) -> usize {
+        self.members.len()
+    }
+
+    /// The standardisation statistics (mean, std), when the head standardises.
+    pub fn norm(&self) -> Option<(&Tensor, &Tensor)> {
+        self.norm.as_ref().map(|(m, s)| (m, s))
+    }
+
+    /// Features as the members see them (standardised when the head standardises).
+    pub fn prepare(&self, feats: &Tensor) -> Tensor {
+        match &self.norm {
+            Some((m, s)) => (feats - m) / s,
+            None => feats.shallow_clone(),
         }
     }
-    /// Logits from pooled features `N x 2048`. In training, dropout acts on the features (as
-    /// torchvision's `Inception3.dropout`) and before the last layer.
+
+    /// Logits of member `i` from prepared features ([`Head::prepare`]). In training, an MLP
+    /// member applies dropout to the features (as torchvision's `Inception3.dropout`) and before
+    /// its last layer.
+    pub fn member_logits(&self, i: usize, x: &Tensor, train: bool) -> Tensor {
+        match &self.members[i] {
+            Member::Mlp { l0, l2, l5 } => x
+                .dropout(self.dropout, train)
+                .apply(l0)
+                .relu()
+                .apply(l2)
+                .relu()
+                .dropout(self.dropout, train)
+                .apply(l5),
+            Member::Linear(l) => x.apply(l),
+        }
+    }
+
+    /// Logits from pooled features `N x 2048`. An ensemble returns the log of its members' mean
+    /// probabilities (whose softmax is that mean).
     pub fn forward_t(&self, feats: &Tensor, train: bool) -> Tensor {
-        feats
-            .dropout(self.dropout, train)
-            .apply(&self.l0)
-            .relu()
-            .apply(&self.l2)
-            .relu()
-            .dropout(self.dropout, train)
-            .apply(&self.l5)
+        let x = self.prepare(feats);
+        if self.members.len() == 1 {
+            return self.member_logits(0, &x, train);
+        }
+        let logp: Vec<Tensor> =
+            (0..self.members.len()).map(|i| self.member_logits(i, &x, train).log_softmax(-1, Kind::Float)).collect();
+        Tensor::stack(&logp, 0).logsumexp([0], false) - (self.members.len() as f64).ln()
     }
 }
 
@@ -681,7 +776,7 @@ impl TransferModel {
         let mut backbone_vs = nn::VarStore::new(Device::Cpu);
         let head_vs = nn::VarStore::new(Device::Cpu);
         let net = InceptionV3::new(&backbone_vs.root(), cfg.variant);
-        let head = Head::new(&(head_vs.root() / "fc"), cfg.hidden, cfg.num_classes, cfg.dropout);
+        let head = Head::with_spec(&(head_vs.root() / "fc"), &cfg.head, cfg.hidden, cfg.num_classes, cfg.dropout);
         let aux = if cfg.aux {
             let n = if cfg.defects.frozen_1000_class_aux { 1000 } else { cfg.num_classes };
             Some(AuxLogits::new(&(head_vs.root() / "AuxLogits"), n))
@@ -708,6 +803,30 @@ impl TransferModel {
         let mut m = TransferModel::new(cfg)?;
         crate::weights::load_backbone(&mut m, &path)?;
         Ok(m)
+    }
+
+    /// Replaces the head (and the aux head) by a new one of shape `spec`, initialised from
+    /// libtorch's RNG (call `tch::manual_seed` first); `cfg.head` becomes `spec`. The backbone is
+    /// kept, so several heads can be trained on one backbone's features.
+    pub fn reset_head(&mut self, spec: &HeadSpec) {
+        let head_vs = nn::VarStore::new(Device::Cpu);
+        let cfg = &mut self.cfg;
+        cfg.head = *spec;
+        self.head = Head::with_spec(&(head_vs.root() / "fc"), spec, cfg.hidden, cfg.num_classes, cfg.dropout);
+        self.aux = if cfg.aux {
+            let n = if cfg.defects.frozen_1000_class_aux { 1000 } else { cfg.num_classes };
+            Some(AuxLogits::new(&(head_vs.root() / "AuxLogits"), n))
+        } else {
+            None
+        };
+        self.head_vs = head_vs;
+        if self.cfg.defects.frozen_1000_class_aux {
+            for (name, t) in self.head_vs.variables() {
+                if name.starts_with("AuxLogits.") {
+                    let _ = t.shallow_clone().set_requires_grad(false);
+                }
+            }
+        }
     }
 
     /// Re-enables gradients for the last `cfg.fine_tune_blocks` backbone blocks.

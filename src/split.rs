@@ -2,8 +2,8 @@
 //! `splitfolders.ratio(data, output, seed=1337, ratio=(.8, .2))`).
 //!
 //! Per class folder: list the image files (hidden and non-image files skipped), sort, shuffle with the seed,
-//! train gets `floor(r_train * n)`, val gets `floor(r_val * n)` when a test ratio is given
-//! and the rest otherwise, test the rest. Files are copied (or moved, by option).
+//! train gets `int(r_train * n)` (Python's float product, truncated, so 0.7 of 90 is 62), val gets
+//! `int(r_val * n)` when a test ratio is given and the rest otherwise, test the rest. Files are copied (or moved, by option).
 //! With a grouping key (a file-name prefix or a CSV manifest column, e.g. a patient id) whole
 //! groups are assigned, so no patient is in two splits; counts then come as close to the
 //! ratio as the group sizes allow.
@@ -12,12 +12,13 @@
 //! Twister ones; the counts, the determinism for a seed and the disjointness are the same.
 
 use crate::error::{Error, IoContext, Result};
+use crate::file_manifest::ManifestIndex;
 use crate::imageio::{has_image_extension, is_hidden, list_subdirs};
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
 
@@ -54,15 +55,9 @@ impl GroupBy {
             }
             return Ok(GroupBy::Prefix(d.to_string()));
         }
-        let parts: Vec<&str> = s.split(':').collect();
-        match parts.as_slice() {
-            [csv, key] if csv.ends_with(".csv") => {
-                Ok(GroupBy::Manifest { csv: csv.into(), file_column: "file".into(), key_column: key.to_string() })
-            }
-            [csv, file, key] if csv.ends_with(".csv") => {
-                Ok(GroupBy::Manifest { csv: csv.into(), file_column: file.to_string(), key_column: key.to_string() })
-            }
-            _ => Err(Error::invalid(format!("--group-by {s:?}: expected prefix:DELIM or MANIFEST.csv:COLUMN"))),
+        match crate::file_manifest::parse_spec(s) {
+            Some((csv, file_column, key_column)) => Ok(GroupBy::Manifest { csv, file_column, key_column }),
+            None => Err(Error::invalid(format!("--group-by {s:?}: expected prefix:DELIM or MANIFEST.csv:COLUMN"))),
         }
     }
 }
@@ -130,20 +125,28 @@ impl fmt::Display for SplitReport {
 
 /// Splits the files of one class, split-folders style, into `ratios.len()` parts of indices.
 ///
+/// Exactly split-folders' arithmetic (`int(r * n)` in binary floating point, truncated): train gets
+/// `int(r[0] * n)`; with two ratios val gets the rest; with three, val gets `int(r[1] * n)` and test the
+/// rest. So 0.7 of 90 gives 62 (0.7 * 90 is 62.99999999999999 in `f64`), not 63.
+///
 /// ```
 /// let parts = covid_cxr::split::split_counts(10, &[0.8, 0.2]);
 /// assert_eq!(parts, vec![8, 2]);
 /// let parts = covid_cxr::split::split_counts(11, &[0.8, 0.1, 0.1]);
 /// assert_eq!(parts, vec![8, 1, 2]); // the last split takes the rounding slack
+/// assert_eq!(covid_cxr::split::split_counts(90, &[0.7, 0.3]), vec![62, 28]); // int(0.7 * 90) = 62
 /// ```
 pub fn split_counts(n: usize, ratios: &[f64]) -> Vec<usize> {
-    let mut out = Vec::with_capacity(ratios.len());
-    let mut used = 0;
-    for (i, r) in ratios.iter().enumerate() {
-        let k = if i + 1 == ratios.len() { n - used } else { ((r * n as f64) + 1e-9).floor() as usize };
-        let k = k.min(n - used);
-        out.push(k);
-        used += k;
+    // `as usize` truncates towards zero like Python's `int()` (and saturates at 0 for negatives).
+    let int_of = |r: f64| ((r * n as f64) as usize).min(n);
+    let train = int_of(ratios[0]);
+    let mut out = vec![train];
+    if ratios.len() >= 3 {
+        let val = int_of(ratios[1]).min(n - train);
+        out.push(val);
+        out.push(n - train - val);
+    } else if ratios.len() == 2 {
+        out.push(n - train);
     }
     out
 }
@@ -158,65 +161,35 @@ fn check_ratios(r: &[f64]) -> Result<()> {
     Ok(())
 }
 
-/// A manifest's group keys, indexed three ways so that each file is found in constant time: by the
-/// whole path, by its last two components (`class/name`) and by file name (first row wins).
-#[derive(Default)]
-struct ManifestIndex {
-    full: HashMap<String, String>,
-    tail2: HashMap<String, String>,
-    name: HashMap<String, String>,
-}
-
-impl ManifestIndex {
-    fn insert(&mut self, file: String, key: String) {
-        let parts: Vec<&str> = file.rsplitn(3, '/').collect();
-        if parts.len() >= 2 {
-            self.tail2.entry(format!("{}/{}", parts[1], parts[0])).or_insert_with(|| key.clone());
-        }
-        self.name.entry(parts[0].to_string()).or_insert_with(|| key.clone());
-        self.full.insert(file, key);
-    }
-
-    /// The key of `rel` (`class/name`), matched by whole path, then path suffix, then file name.
-    fn get(&self, rel: &str, name: &str) -> Option<&String> {
-        self.full.get(rel).or_else(|| self.tail2.get(rel)).or_else(|| self.name.get(name))
-    }
-}
-
-fn load_manifest(csv_path: &Path, file_col: &str, key_col: &str) -> Result<ManifestIndex> {
-    let mut rdr =
-        csv::Reader::from_path(csv_path).map_err(|e| Error::dataset(csv_path, format!("cannot read CSV: {e}")))?;
-    let headers = rdr.headers().map_err(|e| Error::dataset(csv_path, format!("cannot read CSV header: {e}")))?.clone();
-    let fi = headers.iter().position(|h| h == file_col).ok_or_else(|| {
-        Error::dataset(
-            csv_path,
-            format!("no column {file_col:?} (columns: {})", headers.iter().collect::<Vec<_>>().join(", ")),
-        )
-    })?;
-    let ki = headers.iter().position(|h| h == key_col).ok_or_else(|| {
-        Error::dataset(
-            csv_path,
-            format!("no column {key_col:?} (columns: {})", headers.iter().collect::<Vec<_>>().join(", ")),
-        )
-    })?;
-    let mut index = ManifestIndex::default();
-    for (line, rec) in rdr.records().enumerate() {
-        let rec = rec.map_err(|e| Error::dataset(csv_path, format!("row {}: {e}", line + 2)))?;
-        index.insert(rec.get(fi).unwrap_or("").replace('\\', "/"), rec.get(ki).unwrap_or("").to_string());
-    }
-    Ok(index)
-}
-
-fn group_key(group: &GroupBy, manifest: &Option<ManifestIndex>, rel: &str, path: &Path) -> Result<String> {
+/// The group of `path` (`rel`: its path relative to the data folder, `/`-separated) under `group`;
+/// `manifest` must be loaded for [`GroupBy::Manifest`]. A file without a manifest row is an error
+/// naming the CSV.
+pub fn group_key(group: &GroupBy, manifest: &Option<ManifestIndex>, rel: &str, path: &Path) -> Result<String> {
     let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
     Ok(match group {
         GroupBy::None => name,
         GroupBy::Prefix(d) => name.split(d.as_str()).next().unwrap_or(&name).to_string(),
-        GroupBy::Manifest { csv, .. } => match manifest.as_ref().expect("loaded").get(rel, &name) {
+        GroupBy::Manifest { csv, .. } => match manifest.as_ref().and_then(|m| m.get(rel)) {
             Some(k) => k.clone(),
             None => return Err(Error::dataset(csv, format!("no row for {}", path.display()))),
         },
     })
+}
+
+/// The group of every file of `files` (under `root`) under `group`, loading its manifest once:
+/// what `split --group-by` keeps together, for the grouped folds of the robust recipe.
+pub fn group_keys(group: &GroupBy, root: &Path, files: &[PathBuf]) -> Result<Vec<String>> {
+    let manifest = match group {
+        GroupBy::Manifest { csv, file_column, key_column } => Some(ManifestIndex::load(csv, file_column, key_column)?),
+        _ => None,
+    };
+    files
+        .iter()
+        .map(|f| {
+            let rel = f.strip_prefix(root).unwrap_or(f).to_string_lossy().replace('\\', "/");
+            group_key(group, &manifest, &rel, f)
+        })
+        .collect()
 }
 
 /// Assigns whole groups (in shuffled order) to splits, each split taking groups while that
@@ -278,7 +251,7 @@ pub fn ratio(input: impl AsRef<Path>, output: impl AsRef<Path>, cfg: &SplitConfi
         return Err(Error::dataset(input, "no class sub-folders"));
     }
     let manifest = match &cfg.group_by {
-        GroupBy::Manifest { csv, file_column, key_column } => Some(load_manifest(csv, file_column, key_column)?),
+        GroupBy::Manifest { csv, file_column, key_column } => Some(ManifestIndex::load(csv, file_column, key_column)?),
         _ => None,
     };
     let splits: Vec<String> = SPLIT_NAMES[..cfg.ratios.len()].iter().map(|s| s.to_string()).collect();
@@ -377,6 +350,7 @@ fn copy_atomic(src: &Path, dest: &Path) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::collections::HashMap;
 
     fn touch_class(root: &Path, class: &str, names: &[&str]) {
         let d = root.join(class);
@@ -387,12 +361,21 @@ mod tests {
     }
 
     #[test]
-    fn counts_follow_floor() {
+    fn counts_follow_split_folders_int() {
+        // split-folders: train = int(r0 * n); val = int(r1 * n) with a test split, the rest without.
         for n in [1, 2, 5, 9, 10, 175, 400, 429] {
             let c = split_counts(n, &[0.8, 0.2]);
-            assert_eq!(c[0], (0.8 * n as f64).floor() as usize);
+            assert_eq!(c[0], (0.8 * n as f64) as usize);
             assert_eq!(c.iter().sum::<usize>(), n);
         }
+        // Values from Python 3's int(r * n); all but the 10-file cases differ from floor(r * n + 1e-9), the former rule.
+        assert_eq!(split_counts(90, &[0.7, 0.3]), vec![62, 28]);
+        assert_eq!(split_counts(10, &[0.7, 0.3]), vec![7, 3]); // 0.7 * 10 = 7.0
+        assert_eq!(split_counts(100, &[0.29, 0.71]), vec![28, 72]); // 0.29 * 100 = 28.999999999999996
+        assert_eq!(split_counts(100, &[0.57, 0.43]), vec![56, 44]); // 56.99999999999999
+        assert_eq!(split_counts(90, &[0.7, 0.2, 0.1]), vec![62, 18, 10]);
+        assert_eq!(split_counts(100, &[0.14, 0.29, 0.57]), vec![14, 28, 58]);
+        assert_eq!(split_counts(10, &[0.6, 0.3, 0.1]), vec![6, 3, 1]); // 0.3 * 10 = 3.0000000000000004, int 3
     }
 
     #[test]

@@ -111,7 +111,8 @@ pub struct SplitStats {
 }
 
 impl SplitStats {
-    fn new(loss: f64, y: &[i64], p: &[i64], classes: &[String]) -> Result<Self> {
+    /// Figures from a mean loss, labels and predictions.
+    pub fn new(loss: f64, y: &[i64], p: &[i64], classes: &[String]) -> Result<Self> {
         let report = ClassificationReport::new(y, p, classes)?;
         Ok(SplitStats {
             loss,
@@ -284,12 +285,7 @@ pub fn resume_training(
         let tf = Instant::now();
         let (ftrain, fval) = features_for(model, train, val, cfg, &mut history, progress)?;
         history.feature_seconds += tf.elapsed().as_secs_f64();
-        for epoch in start..cfg.epochs {
-            let te = Instant::now();
-            let tr = head_epoch(model, &ftrain, epoch, cfg, &mut opt, &train.classes)?;
-            let va = head_eval(model, &fval, &val.classes)?;
-            push_epoch(&mut history, epoch, tr, va, te, progress);
-        }
+        head_epochs(model, &ftrain, &fval, cfg, &mut opt, &train.classes, &mut history, progress)?;
     } else {
         history.path = "uncached".into();
         for epoch in start..cfg.epochs {
@@ -302,6 +298,52 @@ pub fn resume_training(
     }
     history.total_seconds = prev_seconds + t0.elapsed().as_secs_f64();
     Ok(history)
+}
+
+/// Trains the head of `model` on cached features, with the notebook's recipe (Adam with
+/// `cfg.lr` and `cfg.weight_decay`, batches of `cfg.batch_size`, epoch `e` on view `e % views`),
+/// from epoch `history.epochs.len() + 1` to `cfg.epochs`; seeds libtorch's RNG (dropout) from
+/// `cfg.seed` first. Several heads can so be trained on one extraction
+/// ([`crate::robust::seed_variance`]).
+pub fn train_head_on_features(
+    model: &TransferModel,
+    ftrain: &FeatureSet,
+    fval: &FeatureSet,
+    cfg: &TrainConfig,
+    classes: &[String],
+    mut history: History,
+    progress: &mut dyn FnMut(Progress),
+) -> Result<History> {
+    tch::manual_seed(cfg.seed.wrapping_add(history.epochs.len() as u64 * 7919) as i64);
+    let t0 = Instant::now();
+    history.path = "cached".into();
+    let mut opt = nn::Adam { wd: cfg.weight_decay, ..Default::default() }.build(&model.head_vs, cfg.lr)?;
+    head_epochs(model, ftrain, fval, cfg, &mut opt, classes, &mut history, progress)?;
+    history.total_seconds += t0.elapsed().as_secs_f64();
+    Ok(history)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn head_epochs(
+    model: &TransferModel,
+    ftrain: &FeatureSet,
+    fval: &FeatureSet,
+    cfg: &TrainConfig,
+    opt: &mut nn::Optimizer,
+    classes: &[String],
+    history: &mut History,
+    progress: &mut dyn FnMut(Progress),
+) -> Result<()> {
+    if cfg.batch_size == 0 {
+        return Err(Error::invalid("batch_size must be >= 1"));
+    }
+    for epoch in history.epochs.len()..cfg.epochs {
+        let te = Instant::now();
+        let tr = head_epoch(model, ftrain, epoch, cfg, opt, classes)?;
+        let va = head_eval(model, fval, classes)?;
+        push_epoch(history, epoch, tr, va, te, progress);
+    }
+    Ok(())
 }
 
 fn push_epoch(
@@ -342,7 +384,10 @@ fn check_inputs(model: &TransferModel, train: &ImageFolder, val: &ImageFolder, c
     Ok(())
 }
 
-fn features_for(
+/// Features of the training set (`cfg.views` views with its transform) and of the validation set
+/// (one view), from the disk cache when `cfg.weights_sha256` is set; records the cache hits in
+/// `history`.
+pub fn features_for(
     model: &TransferModel,
     train: &ImageFolder,
     val: &ImageFolder,

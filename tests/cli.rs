@@ -72,4 +72,14 @@ fn demo_writes_a_finished_folder_only() {
     let o = cli(&["demo", "--out", out.to_str().unwrap()]);
     assert_eq!(o.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&o.stderr).contains("exists"));
+    // a leftover .OUT.partial (an interrupted run's, or someone's) is refused, not deleted
+    let leftover = t.path().join(".run2.partial");
+    std::fs::create_dir_all(&leftover).unwrap();
+    std::fs::write(leftover.join("mine.txt"), b"keep").unwrap();
+    let o = cli(&["demo", "--out", t.path().join("run2").to_str().unwrap(), "--per-class", "6", "--quick"]);
+    assert_eq!(o.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains(".run2.partial") && err.contains("exists"), "{err}");
+    assert_eq!(std::fs::read(leftover.join("mine.txt")).unwrap(), b"keep");
+    assert!(!t.path().join("run2").exists());
 }

@@ -1,13 +1,15 @@
-//! Facts that must hold on the real chest X-ray set `../shared/data/cxr-small` (skipped with a
-//! message where it is absent).
+//! Facts that must hold on the real chest X-ray set `../shared/data/cxr-small`. Ignored by default so that
+//! a clone without the data reports them as ignored, not passed; `scripts/test.sh` runs them where the data
+//! exists (`cargo test --release --test cxr_small -- --ignored`), and run without the data they fail.
 
 mod common;
 use covid_cxr::prelude::*;
 use std::collections::HashSet;
 
 #[test]
+#[ignore = "needs ../shared/data/cxr-small (scripts/test.sh runs it when present)"]
 fn every_file_decodes() {
-    let Some(root) = common::cxr_small("every_file_decodes") else { return };
+    let root = common::cxr_small();
     let ds = ImageFolder::open(root.join("train"), Compose::notebook_val(299)).unwrap();
     assert_eq!(ds.classes, vec!["covid", "normal", "pneumonia"]);
     assert!(ds.len() >= 1000, "{}", ds.len());
@@ -21,13 +23,14 @@ fn every_file_decodes() {
 }
 
 #[test]
+#[ignore = "needs ../shared/data/cxr-small (scripts/test.sh runs it when present)"]
 fn split_08_02_seed_1337_counts_and_disjoint() {
-    let Some(root) = common::cxr_small("split_08_02_seed_1337_counts_and_disjoint") else { return };
+    let root = common::cxr_small();
     let out = tempfile::tempdir().unwrap();
     let rep = split_ratio(root.join("train"), out.path().join("split"), &SplitConfig::new(&[0.8, 0.2], 1337)).unwrap();
     for (c, class) in rep.classes.iter().enumerate() {
         let n = covid_cxr::imageio::list_images(&root.join("train").join(class)).unwrap().len();
-        assert_eq!(rep.counts[c][0], (0.8 * n as f64).floor() as usize, "{class}");
+        assert_eq!(rep.counts[c][0], (0.8 * n as f64) as usize, "{class}"); // split-folders' int(0.8 * n)
         assert_eq!(rep.counts[c][0] + rep.counts[c][1], n, "{class}");
         let names = |s: &str| -> HashSet<std::ffi::OsString> {
             std::fs::read_dir(out.path().join("split").join(s).join(class))
@@ -49,8 +52,9 @@ fn split_08_02_seed_1337_counts_and_disjoint() {
 }
 
 #[test]
+#[ignore = "needs ../shared/data/cxr-small (scripts/test.sh runs it when present)"]
 fn patient_grouped_split_keeps_patients_together() {
-    let Some(root) = common::cxr_small("patient_grouped_split_keeps_patients_together") else { return };
+    let root = common::cxr_small();
     let out = tempfile::tempdir().unwrap();
     let mut cfg = SplitConfig::new(&[0.8, 0.2], 1337);
     cfg.group_by = GroupBy::Manifest {
@@ -83,8 +87,9 @@ fn patient_grouped_split_keeps_patients_together() {
 }
 
 #[test]
+#[ignore = "needs ../shared/data/cxr-small (scripts/test.sh runs it when present)"]
 fn loaded_batch_shape_and_range() {
-    let Some(root) = common::cxr_small("loaded_batch_shape_and_range") else { return };
+    let root = common::cxr_small();
     let ds = ImageFolder::open(root.join("train"), Compose::notebook_train(299)).unwrap();
     let dl = DataLoader::new(&ds, 8).shuffle(1337);
     let b = dl.iter(0).next().unwrap().unwrap();
@@ -96,8 +101,9 @@ fn loaded_batch_shape_and_range() {
 }
 
 #[test]
+#[ignore = "needs ../shared/data/cxr-small (scripts/test.sh runs it when present)"]
 fn augment_real_covid_images() {
-    let Some(root) = common::cxr_small("augment_real_covid_images") else { return };
+    let root = common::cxr_small();
     let t = tempfile::tempdir().unwrap();
     let d = t.path().join("covid");
     std::fs::create_dir_all(&d).unwrap();

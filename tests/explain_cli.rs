@@ -2,26 +2,15 @@
 //! gives the same weights, the figures and the JSON are written, bad inputs are clear errors.
 
 mod common;
-use common::{bin, random_backbone, run_ok};
+use common::{bin, run_ok};
 use std::process::Command;
 
 #[test]
 fn explain_is_deterministic_and_checks_its_inputs() {
     let t = tempfile::tempdir().unwrap();
     let p = |s: &str| t.path().join(s);
-    run_ok(bin().args(["synth", "--per-class", "4", "--seed", "3", "--out"]).arg(p("data")));
-    run_ok(bin().arg("split").arg(p("data")).arg(p("split")).args(["--ratio", "0.5,0.5"]));
-    random_backbone(&p("w.safetensors"));
-    run_ok(
-        bin()
-            .args(["train", "--epochs", "1", "--size", "139", "--views", "1", "--data"])
-            .arg(p("split"))
-            .arg("--out")
-            .arg(p("run"))
-            .arg("--weights")
-            .arg(p("w.safetensors"))
-            .env("COVID_CXR_CACHE", p("cache")),
-    );
+    common::tiny_split(t.path(), 4, 3, "0.5,0.5");
+    run_ok(&mut common::train_cmd(t.path(), &p("split"), &p("run"), "1", "139", "1"));
     let img = p("data/pneumonia/synth_pneumonia_00001.png");
     let explain = |out: &str, extra: &[&str]| {
         let mut c = bin();
@@ -73,6 +62,26 @@ fn explain_is_deterministic_and_checks_its_inputs() {
         .unwrap();
     let e = String::from_utf8_lossy(&o.stderr);
     assert!(!o.status.success() && e.contains("broken.png"), "{e}");
-    // no half-written output folder is left behind looking finished
+    // no half-written output folder is left behind looking finished, nor its .partial
     assert!(!p("e5").exists() && !p("e6").exists());
+    assert!(!p(".e5.partial").exists() && !p(".e6.partial").exists());
+
+    // --hide-color mean reaches lime's default (each superpixel's mean colour): other weights than gray 0
+    run_ok(&mut explain("e7", &["--method", "lime", "--hide-color", "mean"]));
+    assert_ne!(json("e7")["lime"]["per_class"], a["lime"]["per_class"]);
+    run_ok(&mut explain("e8", &["--method", "lime", "--hide-color", "0"]));
+    assert_eq!(json("e8")["lime"]["per_class"], a["lime"]["per_class"], "0 is the default");
+    let e = err(&mut explain("e9", &["--hide-color", "256"]));
+    assert!(e.contains("mean") && e.contains("0-255"), "{e}");
+    let o = bin().args(["explain", "--help"]).output().unwrap();
+    let help = String::from_utf8_lossy(&o.stdout);
+    assert!(help.contains("--hide-color <mean|0-255>") && help.contains("mean colour"), "{help}");
+
+    // an existing .OUT.partial is someone's: refused, not deleted
+    std::fs::create_dir_all(p(".e10.partial")).unwrap();
+    std::fs::write(p(".e10.partial/mine.txt"), b"keep").unwrap();
+    let e = err(&mut explain("e10", &[]));
+    assert!(e.contains(".e10.partial") && e.contains("exists"), "{e}");
+    assert_eq!(std::fs::read(p(".e10.partial/mine.txt")).unwrap(), b"keep");
+    assert!(!p("e10").exists());
 }

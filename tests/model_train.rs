@@ -1,5 +1,6 @@
 //! The transfer model: shapes, frozen backbone, training on synthetic films, checkpoints.
 
+mod common;
 use covid_cxr::checkpoint::{self, Manifest, WeightsRef};
 use covid_cxr::data::ImageFolder;
 use covid_cxr::model::{TransferConfig, TransferModel};
@@ -14,13 +15,11 @@ fn random_model(cfg: &TransferConfig) -> TransferModel {
     TransferModel::new(cfg).unwrap()
 }
 
-fn pretrained() -> Option<TransferModel> {
-    if !weights::fid_torchscript_path().is_file() {
-        eprintln!("SKIP: pretrained weights absent (scripts/setup.sh)");
-        return None;
-    }
+/// The pretrained model; without the weights (scripts/setup.sh) the test fails with that remedy.
+fn pretrained() -> TransferModel {
+    common::require_weights();
     tch::manual_seed(0);
-    Some(TransferModel::pretrained(&TransferConfig::default()).unwrap())
+    TransferModel::pretrained(&TransferConfig::default()).unwrap()
 }
 
 /// Synthetic films split into train/val folders with the given transforms.
@@ -169,7 +168,7 @@ fn feature_cache_hits_and_matches() {
 
 #[test]
 fn head_training_on_synthetic_films_beats_chance() {
-    let Some(mut m) = pretrained() else { return };
+    let mut m = pretrained();
     let (_t, tr, va) = synth_split(16, 6, 299, Compose::notebook_val(299));
     let cache = tempfile::tempdir().unwrap();
     let cfg = TrainConfig {

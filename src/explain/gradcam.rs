@@ -57,8 +57,15 @@ pub fn grad_cam_classes(model: &impl CamModel, x: &Tensor, classes: &[i64]) -> R
 /// The target block's activations of `x`, checked to be `n x C x h x w`.
 fn activations(model: &impl CamModel, x: &Tensor, n: usize) -> Result<Tensor> {
     let a = tch::no_grad(|| model.mixed_7c(x));
-    if a.dim() != 4 || a.size()[0] != n as i64 {
-        return Err(Error::invalid(format!("grad_cam: activations must be N x C x h x w, got {:?}", a.size())));
+    let s = a.size();
+    if s.len() != 4 || s[0] != n as i64 {
+        return Err(Error::invalid(format!("grad_cam: activations must be N x C x h x w, got {s:?}")));
+    }
+    if s[1] == 0 || s[2] == 0 || s[3] == 0 {
+        return Err(Error::invalid(format!(
+            "grad_cam: activations of size {s:?} have no channel or no pixel (input {:?} too small?)",
+            x.size()
+        )));
     }
     Ok(a)
 }
@@ -114,12 +121,14 @@ pub fn cam_maps(t: &Tensor) -> Result<Vec<Array2<f32>>> {
         return Err(Error::invalid(format!("cam_maps: expected N x H x W, got {s:?}")));
     }
     let (h, w) = (s[1] as usize, s[2] as usize);
+    if h == 0 || w == 0 {
+        return Err(Error::invalid(format!("cam_maps: maps of zero height or width: {s:?}")));
+    }
     let flat: Vec<f32> = Vec::<f32>::try_from(t.to_kind(Kind::Float).to_device(tch::Device::Cpu).flatten(0, -1))?;
-    Ok(flat
-        .chunks(h * w.max(1))
-        .map(|c| Array2::from_shape_vec((h, w), c.to_vec()).expect("map size"))
+    flat.chunks(h * w)
         .take(s[0] as usize)
-        .collect())
+        .map(|c| Array2::from_shape_vec((h, w), c.to_vec()).map_err(|e| Error::invalid(format!("cam_maps: {e}"))))
+        .collect()
 }
 
 /// Bilinear sample of `map` at the centre of output pixel (`x`, `y`) of an `ow x oh` grid
@@ -165,6 +174,28 @@ pub fn overlay(image: &RgbImage, cam: ArrayView2<f32>, cmap: Colormap, alpha: f6
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn zero_size_maps_are_errors_not_panics() {
+        for shape in [[1i64, 0, 5], [2, 4, 0], [1, 0, 0]] {
+            let t = Tensor::zeros(shape, (Kind::Float, tch::Device::Cpu));
+            let e = cam_maps(&t).unwrap_err().to_string();
+            assert!(e.contains("zero height or width"), "{e}");
+        }
+        // activations with no pixel (an input too small for the block)
+        struct Empty;
+        impl CamModel for Empty {
+            fn mixed_7c(&self, x: &Tensor) -> Tensor {
+                Tensor::zeros([x.size()[0], 4, 0, 3], (Kind::Float, tch::Device::Cpu))
+            }
+            fn head_from_mixed_7c(&self, a: &Tensor) -> Tensor {
+                a.mean_dim([2i64, 3].as_slice(), false, Kind::Float)
+            }
+        }
+        let x = Tensor::zeros([1, 3, 8, 8], (Kind::Float, tch::Device::Cpu));
+        let e = grad_cam(&Empty, &x, 0).unwrap_err().to_string();
+        assert!(e.contains("too small"), "{e}");
+    }
 
     /// Activations = the red and green channels, average-pooled 4x4; class 0 = mean red - mean
     /// green, class 1 = mean green.

@@ -9,8 +9,9 @@
 //! features, and fits a weighted ridge regression (`alpha = 1`, with intercept) of each
 //! explained class's probability on the on/off pattern. The coefficients are the superpixels'
 //! weights. On the same samples, labels and distances the local models (forward selection,
-//! highest weights, all features) equal `lime_base.explain_instance_with_data` to 1e-15
-//! (checked against lime 0.2 and scikit-learn).
+//! highest weights, all features) equal `lime_base.explain_instance_with_data` within 1e-14
+//! (measured 5.6e-16 against lime 0.2.0.1 and scikit-learn 1.9.1; `tests/parity.rs`, fixtures from
+//! `bench/parity/`).
 //!
 //! The sampler is a ChaCha8 generator, not NumPy's, so the random on/off patterns differ from
 //! Python's for the same seed; a seed still fixes the whole explanation.
@@ -177,6 +178,42 @@ impl MaskOptions {
 }
 
 impl Explanation {
+    /// Checks that the parts fit together (they may come from deserialised or hand-built data): the
+    /// segment map has the image's size, every segment id lies in `0..n_segments`, and every weight
+    /// names a segment. The helpers below call it, so bad data is an error, never a panic.
+    ///
+    /// ```
+    /// use covid_cxr::explain::{Explanation, LabelExplanation, Segments};
+    /// let segments = Segments { labels: ndarray::array![[0, 1], [1, 7]], n_segments: 2 }; // 7: no such segment
+    /// let le = LabelExplanation { label: 0, intercept: 0.0, weights: vec![(0, 0.5)], score: 1.0, local_pred: 0.5 };
+    /// let e = Explanation { image: image::RgbImage::new(2, 2), segments, top_labels: vec![0], labels: vec![le], predictions: vec![1.0] };
+    /// assert!(e.check().unwrap_err().to_string().contains("segment id 7"));
+    /// assert!(e.heatmap(0).is_err());
+    /// ```
+    pub fn check(&self) -> Result<()> {
+        let (h, w) = self.segments.labels.dim();
+        if (h, w) != (self.image.height() as usize, self.image.width() as usize) {
+            return Err(Error::invalid(format!(
+                "explanation: segments are {h} x {w}, the image {} x {}",
+                self.image.height(),
+                self.image.width()
+            )));
+        }
+        let n = self.segments.n_segments;
+        if let Some(&bad) = self.segments.labels.iter().find(|&&s| s < 0 || s as usize >= n) {
+            return Err(Error::invalid(format!("explanation: segment id {bad} outside 0..{n}")));
+        }
+        for l in &self.labels {
+            if let Some(&(f, _)) = l.weights.iter().find(|(f, _)| *f >= n) {
+                return Err(Error::invalid(format!(
+                    "explanation: class {} has a weight for segment {f}, but there are {n} segments",
+                    l.label
+                )));
+            }
+        }
+        Ok(())
+    }
+
     /// The local model of class `label`, or an error naming the explained classes.
     pub fn label(&self, label: usize) -> Result<&LabelExplanation> {
         self.labels.iter().find(|l| l.label == label).ok_or_else(|| {
@@ -192,6 +229,7 @@ impl Explanation {
     /// set to the image's maximum value. `hide_rest` blanks everything else to black.
     pub fn get_image_and_mask(&self, label: usize, opts: &MaskOptions) -> Result<(RgbImage, Array2<i32>)> {
         let exp = &self.label(label)?.weights;
+        self.check()?;
         if opts.positive_only && opts.negative_only {
             return Err(Error::invalid("positive_only and negative_only cannot both be true"));
         }
@@ -242,6 +280,7 @@ impl Explanation {
     /// ([`crate::plot::lime_heatmap`]).
     pub fn heatmap(&self, label: usize) -> Result<Array2<f64>> {
         let exp = self.label(label)?;
+        self.check()?;
         let mut w = vec![0.0; self.segments.n_segments];
         for &(f, v) in &exp.weights {
             w[f] = v;
@@ -536,13 +575,24 @@ fn classify_samples(
 
 /// The classes to explain: the `top_labels` most probable (numpy's `argsort(p)[-k:]` reversed),
 /// or `cfg.labels`.
+/// lime's choice of the `k` most probable classes: `np.argsort(pred)[-k:]` reversed, so among equal
+/// probabilities the higher class index comes first (NumPy's argsort is stable on short arrays).
+///
+/// ```
+/// use covid_cxr::explain::lime::top_labels;
+/// assert_eq!(top_labels(&[0.2, 0.5, 0.3], 2), vec![1, 2]);
+/// assert_eq!(top_labels(&[0.4, 0.4, 0.2], 3), vec![1, 0, 2]); // a tie: the higher index first, as lime
+/// assert_eq!(top_labels(&[0.4, 0.6], 9), vec![1, 0]);          // k is clamped to the number of classes
+/// ```
+pub fn top_labels(pred: &[f64], k: usize) -> Vec<usize> {
+    let mut idx: Vec<usize> = (0..pred.len()).collect();
+    idx.sort_by(|&a, &b| pred[a].total_cmp(&pred[b]));
+    idx.into_iter().rev().take(k.min(pred.len())).collect()
+}
+
 fn choose_labels(pred: &[f64], cfg: &LimeConfig) -> Result<Vec<usize>> {
     match cfg.top_labels {
-        Some(k) => {
-            let mut idx: Vec<usize> = (0..pred.len()).collect();
-            idx.sort_by(|&a, &b| pred[a].total_cmp(&pred[b]));
-            Ok(idx.into_iter().rev().take(k.min(pred.len())).collect())
-        }
+        Some(k) => Ok(top_labels(pred, k)),
         None => {
             if let Some(&bad) = cfg.labels.iter().find(|&&l| l >= pred.len()) {
                 return Err(Error::invalid(format!("LIME: label {bad} but the classifier has {} classes", pred.len())));

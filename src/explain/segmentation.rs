@@ -10,7 +10,9 @@
 //! flat index (as `np.unique(..., return_inverse=True)`). Only the noise differs from Python
 //! (NumPy's generator versus ChaCha8), so ties can break differently. Checked against
 //! scikit-image 0.26 on six 299x299 chest X-rays: the same number of segments on every one
-//! (62, 66, 55, 54, 62, 57) and an adjusted Rand index of 0.999 or more between the partitions.
+//! (62, 66, 55, 54, 62, 57) and an adjusted Rand index of 0.999 or more between the partitions. In the
+//! normal test run, `tests/parity.rs` compares against committed scikit-image label maps of three
+//! textured 64 x 64 films (5 to 63 segments): adjusted Rand index 1.0 on all nine.
 
 use crate::error::{Error, Result};
 use image::RgbImage;
