@@ -1,10 +1,17 @@
 #!/usr/bin/env bash
-# Executes every notebook in notebooks/ with the evcxr Jupyter kernel, headless, and fails
-# on any cell error. Executed copies go to $COVID_CXR_CACHE/notebooks-out (the notebooks
-# in the work tree are never rewritten).
+# Executes every notebook in notebooks/ with the evcxr Jupyter kernel, headless.
+#   scripts/run-notebooks.sh            # what CI runs: fails if a committed notebook has an
+#                                       # unexecuted code cell, an error output, a machine path or
+#                                       # is over 5 MB; then executes them all and fails on any
+#                                       # cell error (executed copies in $COVID_CXR_CACHE/notebooks-out)
+#   scripts/run-notebooks.sh --update   # executes them and writes them back with their outputs
+#   scripts/run-notebooks.sh --check    # only the checks of the committed notebooks
+# Runs on the synthetic default: COVID_CXR_DATA is unset here (the committed outputs are the
+# synthetic run's).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 source scripts/env.sh
 VENV="$CACHE/jupyter-venv"
 [[ -x "$VENV/bin/python" ]] || { echo "run scripts/setup.sh --jupyter first" >&2; exit 1; }
+unset COVID_CXR_DATA
 exec "$VENV/bin/python" scripts/run_notebooks.py "$@"

@@ -1,62 +1,162 @@
 """Execute the project's notebooks with the evcxr kernel and report each cell.
 
-Usage: run_notebooks.py [NOTEBOOK ...]   (default: notebooks/*.ipynb)
+Usage: run_notebooks.py [--update | --check] [NOTEBOOK ...]   (default: notebooks/*.ipynb,
+the main notebook covid_cxr.ipynb first, since the others load the model it saves)
+
+  (no option)  check the committed notebooks (every code cell executed, no error output, under
+               5 MB, no machine-specific path), then execute them; fail on any cell error.
+               The executed copies go to $COVID_CXR_CACHE/notebooks-out; the notebooks in the
+               work tree are not rewritten.
+  --update     execute them and write them back in place with their outputs (machine-specific
+               paths scrubbed, no timing metadata), refusing to write one over 5 MB.
+  --check      only the checks of the committed notebooks, no execution.
+
 A cell fails on a compile error, and on a panic or an `.expect()` failure because every
 notebook's first cell installs a panic hook that exits the kernel process.
 """
 import glob
 import os
+import re
 import sys
 import time
 
 import nbformat
 from nbclient import NotebookClient
-from nbclient.exceptions import CellExecutionError, DeadKernelError
+from nbclient.exceptions import CellExecutionError, CellTimeoutError, DeadKernelError
+
+MAX_BYTES = 5 * 1024 * 1024
+MAIN = "covid_cxr.ipynb"
 
 
-def main(paths):
+def machine_paths(root, cache):
+    """Absolute paths of this machine that must not appear in a committed notebook, longest first."""
+    paths = {root, os.path.realpath(root), cache, os.path.realpath(cache), os.path.expanduser("~")}
+    return sorted((p for p in paths if p and p != "/"), key=len, reverse=True)
+
+
+def scrub_text(text, root, cache):
+    for p in machine_paths(root, cache):
+        if p in (root, os.path.realpath(root)):
+            text = text.replace(p + "/notebooks/", "").replace(p, "<repo>")
+        elif p in (cache, os.path.realpath(cache)):
+            text = text.replace(p, "<cache>")
+        else:
+            text = text.replace(p, "~")
+    return re.sub(r"/tmp/[A-Za-z0-9_.-]+", "<tmp>", text)
+
+
+def scrub(nb, root, cache):
+    """Removes machine-specific paths from outputs and per-run metadata from cells."""
+    for cell in nb.cells:
+        cell.metadata.pop("execution", None)
+        for o in cell.get("outputs", []):
+            if "text" in o:
+                o["text"] = scrub_text(o["text"], root, cache)
+            data = o.get("data", {})
+            for mime in ("text/plain", "text/html", "text/markdown"):
+                if mime in data:
+                    v = data[mime]
+                    data[mime] = scrub_text("".join(v) if isinstance(v, list) else v, root, cache)
+            if o.get("output_type") == "error":
+                o["traceback"] = [scrub_text(t, root, cache) for t in o.get("traceback", [])]
+
+
+def committed_problems(path, root, cache):
+    """What is wrong with a committed notebook: unexecuted code cells, error outputs, size, paths."""
+    problems = []
+    size = os.path.getsize(path)
+    if size > MAX_BYTES:
+        problems.append(f"{size / 1e6:.1f} MB, over the 5 MB limit")
+    nb = nbformat.read(path, as_version=4)
+    for i, cell in enumerate(nb.cells):
+        if cell.cell_type != "code":
+            continue
+        if cell.get("execution_count") is None:
+            problems.append(f"code cell {i} was not executed (run scripts/run-notebooks.sh --update)")
+        for o in cell.get("outputs", []):
+            if o.get("output_type") == "error":
+                problems.append(f"code cell {i} has an error output: {o.get('ename')}: {o.get('evalue')}")
+            if o.get("output_type") == "stream" and o.get("name") == "stderr" and "panicked at" in o.get("text", ""):
+                problems.append(f"code cell {i} shows a panic")
+    text = open(path, encoding="utf-8").read()
+    for p in machine_paths(root, cache):
+        if p in text:
+            problems.append(f"contains the machine-specific path {p}")
+    return problems
+
+
+def execute(path, root, cache):
+    """Executes the notebook; returns (the executed notebook, error text or None)."""
+    nb = nbformat.read(path, as_version=4)
+    client = NotebookClient(
+        nb,
+        kernel_name="rust",
+        timeout=1500,
+        startup_timeout=120,
+        record_timing=False,
+        resources={"metadata": {"path": os.path.dirname(os.path.abspath(path))}},
+    )
+    try:
+        client.execute()
+    except (CellExecutionError, CellTimeoutError, DeadKernelError, RuntimeError) as e:
+        return nb, str(e)[-3000:]
+    for i, cell in enumerate(nb.cells):
+        for o in cell.get("outputs", []):
+            if o.get("output_type") == "error":
+                return nb, f"cell {i}: {o.get('ename')}: {o.get('evalue')}"
+    return nb, None
+
+
+def main(argv):
+    mode = "run"
+    args = []
+    for a in argv:
+        if a in ("--update", "--check"):
+            mode = a[2:]
+        elif a.startswith("-"):
+            print(f"unknown option {a}", file=sys.stderr)
+            return 2
+        else:
+            args.append(a)
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     cache = os.environ.get("COVID_CXR_CACHE", os.path.expanduser("~/.cache/covid-cxr"))
     out_dir = os.path.join(cache, "notebooks-out")
     os.makedirs(out_dir, exist_ok=True)
-    paths = paths or sorted(glob.glob(os.path.join(root, "notebooks", "*.ipynb")))
+    paths = args or sorted(glob.glob(os.path.join(root, "notebooks", "*.ipynb")),
+                           key=lambda p: (os.path.basename(p) != MAIN, p))
     if not paths:
         print("no notebooks found", file=sys.stderr)
         return 1
     failed = 0
+    if mode in ("run", "check"):
+        for path in paths:
+            problems = committed_problems(path, root, cache)
+            for p in problems:
+                print(f"--- {os.path.basename(path)}: {p}", file=sys.stderr)
+            failed += bool(problems)
+        if mode == "check" or failed:
+            print(f"committed notebooks: {len(paths) - failed} fine, {failed} with problems")
+            return 1 if failed else 0
     for path in paths:
-        nb = nbformat.read(path, as_version=4)
         t0 = time.time()
-        client = NotebookClient(
-            nb,
-            kernel_name="rust",
-            timeout=1500,
-            startup_timeout=120,
-            resources={"metadata": {"path": os.path.dirname(os.path.abspath(path))}},
-        )
+        nb, err = execute(path, root, cache)
         status = "ok"
-        try:
-            client.execute()
-        except (CellExecutionError, DeadKernelError, RuntimeError) as e:
+        if err:
             status = "FAILED"
             failed += 1
-            print(f"--- {os.path.basename(path)}: {str(e)[-3000:]}", file=sys.stderr)
-        # an error output in any cell counts as a failure too
-        if status == "ok":
-            for i, cell in enumerate(nb.cells):
-                for o in cell.get("outputs", []):
-                    if o.get("output_type") == "error":
-                        status = "FAILED"
-                        failed += 1
-                        print(f"--- {os.path.basename(path)} cell {i}: {o.get('ename')}: {o.get('evalue')}", file=sys.stderr)
-                        break
-                if status != "ok":
-                    break
-        dest = os.path.join(out_dir, os.path.basename(path))
+            print(f"--- {os.path.basename(path)}: {err}", file=sys.stderr)
+        scrub(nb, root, cache)
+        dest = path if (mode == "update" and not err) else os.path.join(out_dir, os.path.basename(path))
         tmp = dest + ".partial"
         nbformat.write(nb, tmp)
-        os.replace(tmp, dest)
-        print(f"notebook {os.path.basename(path)}: {status} in {time.time() - t0:.0f}s (executed copy: {dest})")
+        if mode == "update" and os.path.getsize(tmp) > MAX_BYTES:
+            status = f"FAILED ({os.path.getsize(tmp) / 1e6:.1f} MB, over 5 MB: not written)"
+            failed += 1
+            os.remove(tmp)
+        else:
+            os.replace(tmp, dest)
+        where = "written back" if dest == path else f"executed copy: {dest}"
+        print(f"notebook {os.path.basename(path)}: {status} in {time.time() - t0:.0f}s ({where})")
     n = len(paths)
     print(f"notebooks: {n - failed} passed, {failed} failed")
     return 1 if failed else 0

@@ -16,6 +16,11 @@ if [[ ! -x "$VENV/bin/jupyter" || ! -f "$VENV/.complete" ]]; then
   "$VENV/bin/pip" install -q "jupyter_client>=8" "nbclient>=0.10" "nbformat>=5.10" "nbconvert>=7" "ipykernel>=6"
   touch "$VENV/.complete"
 fi
+if [[ ! -f "$VENV/.lab-complete" ]]; then
+  log "installing JupyterLab in $VENV"
+  "$VENV/bin/pip" install -q "jupyterlab>=4"
+  touch "$VENV/.lab-complete"
+fi
 if [[ ! -x "$EVCXR_ROOT/bin/evcxr_jupyter" ]]; then
   log "building evcxr_jupyter $EVCXR_VERSION (about 16 minutes on 2 cores, once)"
   cargo install --locked "evcxr_jupyter@$EVCXR_VERSION" --root "$EVCXR_ROOT"
@@ -49,3 +54,25 @@ JSON
 mv "$KDIR/kernel.json.tmp" "$KDIR/kernel.json"
 mkdir -p "$CACHE/evcxr-tmp"
 log "kernel 'rust' installed in $KDIR (JUPYTER_PATH=$JUPYTER_PATH)"
+
+# Warm the kernel's build of the crate: execute a two-cell notebook with the notebooks' own
+# `:dep` line from notebooks/ (evcxr resolves the path from there), so that the first cell of a
+# notebook takes seconds. Cheap when already warm (cargo finds nothing to rebuild).
+if [[ "${COVID_CXR_SKIP_WARM:-0}" != 1 ]]; then
+  log "warming the kernel's build of covid_cxr (minutes the first time, seconds after)"
+  t0=$(date +%s)
+  "$VENV/bin/python" - "$ROOT/notebooks" <<'PY'
+import sys, nbformat
+from nbclient import NotebookClient
+nb = nbformat.v4.new_notebook(cells=[
+    nbformat.v4.new_code_cell(':dep covid_cxr = { path = ".." }'),
+    nbformat.v4.new_code_cell('use covid_cxr::prelude::*;\nprintln!("{}", CLASSES.len());'),
+])
+NotebookClient(nb, kernel_name="rust", timeout=3000, startup_timeout=120,
+               resources={"metadata": {"path": sys.argv[1]}}).execute()
+out = "".join(o.get("text", "") for o in nb.cells[1].outputs)
+if out.strip() != "3":
+    sys.exit(f"warming the kernel failed: {nb.cells[1].outputs}")
+PY
+  log "kernel warm ($(( $(date +%s) - t0 )) s)"
+fi

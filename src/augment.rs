@@ -33,7 +33,7 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use rayon::prelude::*;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Mutex;
 
 /// One operation of a [`Pipeline`].
@@ -558,6 +558,19 @@ pub struct Pipeline {
     ops: Vec<Operation>,
     seed: u64,
     class_label: String,
+    runs: RunCounter,
+}
+
+/// How many times a pipeline has run: the first `sample()` or `process()` draws from the seed
+/// itself, later ones from seeds derived from it, so that running a notebook cell again adds new
+/// files (as Augmentor does) instead of colliding with the names of the first run.
+#[derive(Debug, Default)]
+struct RunCounter(AtomicU64);
+
+impl Clone for RunCounter {
+    fn clone(&self) -> Self {
+        RunCounter(AtomicU64::new(self.0.load(Ordering::Relaxed)))
+    }
 }
 
 impl Pipeline {
@@ -577,13 +590,29 @@ impl Pipeline {
             .ok()
             .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
             .unwrap_or_else(|| "images".into());
-        Ok(Pipeline { output: source.join("output"), source, files, ops: Vec::new(), seed: 0, class_label })
+        Ok(Pipeline {
+            output: source.join("output"),
+            source,
+            files,
+            ops: Vec::new(),
+            seed: 0,
+            class_label,
+            runs: RunCounter::default(),
+        })
     }
 
     /// Sets the seed of every random draw.
     pub fn seed(mut self, seed: u64) -> Self {
         self.seed = seed;
         self
+    }
+
+    /// The seed of this run: the seed itself the first time, a derived one after.
+    fn run_seed(&self) -> u64 {
+        match self.runs.0.fetch_add(1, Ordering::Relaxed) {
+            0 => self.seed,
+            k => crate::seed::mix(self.seed, k, 0xA076_1D64_78BD_642F, 1, 0xE703_7ED1_A0B4_28DB),
+        }
     }
 
     /// Writes to `dir` instead of `<source>/output`.
@@ -627,21 +656,22 @@ impl Pipeline {
 
     /// Draws `n` images with replacement, runs each through the pipeline and writes it to the
     /// output folder. Unreadable source files are reported in the result and skipped (another
-    /// image is drawn instead).
+    /// image is drawn instead). A second call on the same pipeline draws other images under other
+    /// names (the first call is determined by the seed, and so is the sequence of calls).
     pub fn sample(&self, n: usize) -> Result<AugmentReport> {
         self.sample_with_progress(n, |_| {})
     }
 
     /// [`Pipeline::sample`], calling `progress(done)` after each written image.
     pub fn sample_with_progress(&self, n: usize, progress: impl Fn(usize) + Sync) -> Result<AugmentReport> {
-        let mut rng = ChaCha8Rng::seed_from_u64(self.seed);
+        let mut rng = ChaCha8Rng::seed_from_u64(self.run_seed());
         let picks: Vec<(usize, u64)> = (0..n).map(|_| (rng.random_range(0..self.files.len()), rng.random())).collect();
         self.run(picks, true, progress)
     }
 
     /// Runs every source image through the pipeline once (Augmentor's `process()`).
     pub fn process(&self) -> Result<AugmentReport> {
-        let mut rng = ChaCha8Rng::seed_from_u64(self.seed);
+        let mut rng = ChaCha8Rng::seed_from_u64(self.run_seed());
         let picks: Vec<(usize, u64)> = (0..self.files.len()).map(|i| (i, rng.random())).collect();
         self.run(picks, false, |_| {})
     }
@@ -729,6 +759,37 @@ impl Pipeline {
     }
 }
 
+/// The source image of a file that [`Pipeline::sample`] or [`Pipeline::process`] wrote, from
+/// Augmentor's naming `<class>_original_<source file name>_<uuid>.<format>`: the source file in
+/// the class folder (the parent of `output/`, or the folder itself once the file was moved in by
+/// [`move_into_class`]). `None` when the name is not of that form. The output format can differ
+/// from the source's extension (`x.jpg` gives `covid_original_x.jpg_<uuid>.jpeg`).
+///
+/// ```
+/// use covid_cxr::augment::source_of;
+/// use std::path::Path;
+/// let out = Path::new("data/covid/output/covid_original_a_b.jpg_0f8e4a4c-1d2b-4c3d-8e9f-0a1b2c3d4e5f.jpeg");
+/// assert_eq!(source_of(out).unwrap(), Path::new("data/covid/a_b.jpg"));
+/// let moved = Path::new("data/covid/covid_original_x.png_0f8e4a4c-1d2b-4c3d-8e9f-0a1b2c3d4e5f.png");
+/// assert_eq!(source_of(moved).unwrap(), Path::new("data/covid/x.png"));
+/// assert!(source_of(Path::new("data/covid/x.png")).is_none());
+/// ```
+pub fn source_of(path: &Path) -> Option<PathBuf> {
+    let name = path.file_name()?.to_str()?;
+    let (_, rest) = name.split_once("_original_")?;
+    let (stem, _ext) = rest.rsplit_once('.')?;
+    let (base, uuid) = stem.split_at_checked(stem.len().checked_sub(37)?)?;
+    let uuid = uuid.strip_prefix('_')?;
+    let is_uuid = uuid.len() == 36
+        && uuid.char_indices().all(|(i, c)| if [8, 13, 18, 23].contains(&i) { c == '-' } else { c.is_ascii_hexdigit() });
+    if !is_uuid || base.is_empty() {
+        return None;
+    }
+    let dir = path.parent().unwrap_or(Path::new(""));
+    let class_dir = if dir.file_name().is_some_and(|n| n == "output") { dir.parent().unwrap_or(dir) } else { dir };
+    Some(class_dir.join(base))
+}
+
 /// A version-4 UUID string drawn from `rng` (deterministic for a seed).
 ///
 /// ```
@@ -793,6 +854,40 @@ mod tests {
 
     fn gradient(w: u32, h: u32) -> DynamicImage {
         DynamicImage::ImageLuma8(GrayImage::from_fn(w, h, |x, y| Luma([((x * 3 + y * 5) % 256) as u8])))
+    }
+
+    #[test]
+    fn running_a_pipeline_again_adds_new_files() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("covid");
+        std::fs::create_dir_all(&dir).unwrap();
+        imageio::save_image(&gradient(20, 20), &dir.join("a.png"), false).unwrap();
+        let p = Pipeline::new(&dir).unwrap().seed(5).flip_left_right(1.0);
+        let first = p.sample(3).unwrap().written;
+        let second = p.sample(3).unwrap().written;
+        assert!(first.iter().all(|f| !second.contains(f)));
+        // a new pipeline with the same seed repeats the first run
+        let again = Pipeline::new(&dir).unwrap().seed(5).flip_left_right(1.0).output_directory(tmp.path().join("o"));
+        let names = |v: &[PathBuf]| v.iter().map(|p| p.file_name().unwrap().to_owned()).collect::<Vec<_>>();
+        assert_eq!(names(&again.sample(3).unwrap().written), names(&first));
+    }
+
+    #[test]
+    fn source_of_names_the_original_for_jpeg_and_png_sources() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("covid");
+        std::fs::create_dir_all(&dir).unwrap();
+        imageio::save_image(&gradient(40, 30), &dir.join("a_original_b.jpg"), false).unwrap();
+        imageio::save_image(&gradient(30, 40), &dir.join("c.png"), false).unwrap();
+        let rep = Pipeline::new(&dir).unwrap().seed(3).flip_left_right(1.0).process().unwrap();
+        assert_eq!(rep.written.len(), 2);
+        let mut sources: Vec<PathBuf> = rep.written.iter().map(|p| source_of(p).expect("augmentor name")).collect();
+        sources.sort();
+        assert_eq!(sources, vec![dir.join("a_original_b.jpg"), dir.join("c.png")]);
+        let moved = move_into_class(&dir).unwrap();
+        for m in &moved {
+            assert!(source_of(m).unwrap().is_file(), "{}", m.display());
+        }
     }
 
     #[test]

@@ -111,6 +111,43 @@ impl Manifest {
     }
 }
 
+impl WeightsRef {
+    /// A reference to the weights file `path`, with its sha256.
+    pub fn of(path: &Path) -> Result<Self> {
+        Ok(WeightsRef { path: path.to_path_buf(), sha256: crate::weights::sha256_file(path)? })
+    }
+
+    /// The pretrained 2015 ImageNet weights of the cache ([`crate::weights::ensure_pretrained`]).
+    pub fn pretrained() -> Result<Self> {
+        WeightsRef::of(&crate::weights::ensure_pretrained()?)
+    }
+}
+
+impl Manifest {
+    /// The manifest of a finished training: the model's configuration, the classes, the
+    /// validation transform as the inference preprocessing, the training transform and
+    /// configuration, the data fingerprint of `train`, the history and the last epoch's
+    /// validation report. The one place where the demo, `covid-cxr train` and the notebook
+    /// build it.
+    pub fn for_training(
+        model: &TransferModel,
+        train: &ImageFolder,
+        val: &ImageFolder,
+        cfg: &TrainConfig,
+        history: &History,
+        weights: WeightsRef,
+    ) -> Result<Self> {
+        crate::data::check_same_classes(train, val)?;
+        let mut m = Manifest::new(model, train.classes.clone(), val.transform.clone(), weights, cfg.seed);
+        m.train = Some(cfg.clone());
+        m.train_transform = Some(train.transform.clone());
+        m.data_fingerprint = Some(crate::features::data_fingerprint(train)?);
+        m.val_report = history.epochs.last().map(|e| e.val.report.clone());
+        m.history = Some(history.clone());
+        Ok(m)
+    }
+}
+
 /// The libtorch this crate was linked against (its library folder, which names the version).
 pub fn libtorch_description() -> String {
     option_env!("COVID_CXR_LIBTORCH_LIB").unwrap_or("unknown").to_string()

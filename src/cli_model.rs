@@ -291,18 +291,8 @@ fn train(data: &Path, out: &Path, cfg: &TrainConfig, o: &TrainOpts) -> Result<()
             Ok(state.history)
         })?;
     let last = history.epochs.last().context("no epoch")?;
-    let mut manifest = Manifest::new(
-        &model,
-        train_ds.classes.clone(),
-        val_tf,
-        WeightsRef { path: wpath.clone(), sha256: sha },
-        cfg.seed,
-    );
-    manifest.train = Some(cfg.clone());
-    manifest.train_transform = Some(train_tf);
-    manifest.data_fingerprint = Some(covid_cxr::features::data_fingerprint(&train_ds)?);
-    manifest.val_report = Some(last.val.report.clone());
-    manifest.history = Some(history.clone());
+    let mut manifest =
+        Manifest::for_training(&model, &train_ds, &val_ds, &cfg, &history, WeightsRef { path: wpath.clone(), sha256: sha })?;
     recipe.record(&mut manifest);
     if let Some(opt) = &optimizer {
         checkpoint::save_optimizer(&partial, opt, &mut manifest)?;
@@ -459,22 +449,17 @@ fn predict(run: &Path, threshold: f64, inputs: &[PathBuf], mask_markers: bool) -
     let tf = &inference_preprocessing(&manifest, mask_markers);
     let stdout = std::io::stdout();
     let mut w = stdout.lock();
-    for chunk in files.chunks(8) {
-        let mut xs = Vec::new();
-        for f in chunk {
-            let img = covid_cxr::imageio::open_image(f)?;
-            let mut rng = <rand_chacha::ChaCha8Rng as rand::SeedableRng>::seed_from_u64(0);
-            xs.push(tf.apply(&img, &mut rng)?);
-        }
-        let p = model.predict_proba(&tch::Tensor::stack(&xs, 0));
-        let rows = Vec::<Vec<f32>>::try_from(&p)?;
-        for (f, r) in chunk.iter().zip(rows) {
-            let (best, conf) = r.iter().enumerate().fold((0, f32::MIN), |a, (i, &v)| if v > a.1 { (i, v) } else { a });
-            let probs: serde_json::Map<String, serde_json::Value> =
-                manifest.classes.iter().zip(&r).map(|(c, &v)| (c.clone(), serde_json::json!(v))).collect();
+    for chunk in files.chunks(covid_cxr::predict::BATCH) {
+        for p in covid_cxr::predict::predict_paths(&model, &manifest.classes, tf, chunk)? {
+            let probs: serde_json::Map<String, serde_json::Value> = manifest
+                .classes
+                .iter()
+                .zip(&p.probabilities)
+                .map(|(c, &v)| (c.clone(), serde_json::json!(v as f32)))
+                .collect();
             let line = serde_json::json!({
-                "path": f, "probabilities": probs, "label": manifest.classes[best],
-                "confidence": conf, "deferred": (conf as f64) < threshold,
+                "path": p.path, "probabilities": probs, "label": p.class,
+                "confidence": p.confidence as f32, "deferred": p.deferred(threshold),
             });
             writeln!(w, "{line}")?;
         }

@@ -19,6 +19,9 @@
 //! | saving the model, run manifest | [`checkpoint`] |
 //! | evaluation, ROC, calibration, partial automation | [`evaluate`] |
 //! | `plot_accuracy_loss` and the evaluation figures from a run | [`report`] |
+//! | predictions for image files | [`predict`] |
+//! | `torchinfo.summary(model)` | [`summary`] |
+//! | the notebooks' data switch and work folders | [`workspace`] |
 //!
 //! A notebook needs one `use covid_cxr::prelude::*;`.
 
@@ -36,22 +39,25 @@ pub mod metrics;
 pub mod model;
 pub mod optim;
 pub mod plot;
+pub mod predict;
 pub mod report;
 pub mod robust;
 pub mod seed;
 pub mod shortcut;
 pub mod split;
 pub mod subgroups;
+pub mod summary;
 pub mod synth;
 pub mod train;
 pub mod transforms;
 pub mod weights;
+pub mod workspace;
 
 pub use error::{Error, Result};
 
 /// Everything a notebook cell needs.
 pub mod prelude {
-    pub use crate::augment::{move_into_class, Pipeline};
+    pub use crate::augment::{move_into_class, source_of, Pipeline};
     pub use crate::data::{Batch, DataLoader, ImageFolder};
     pub use crate::error::{Error, Result};
     pub use crate::evaluate::{evaluate, Evaluation};
@@ -60,13 +66,17 @@ pub mod prelude {
         grad_cam, mark_boundaries, quickshift, CamModel, Colormap, Explanation, LimeConfig, LimeImageExplainer,
         MaskOptions, Segmentation,
     };
+    pub use crate::checkpoint::{Manifest, WeightsRef};
     pub use crate::metrics::ClassificationReport;
     pub use crate::model::{InceptionVariant, Precision, TransferConfig, TransferModel};
     pub use crate::plot::{image_grid, Figure};
+    pub use crate::predict::{predict_paths, Prediction};
     pub use crate::split::{ratio as split_ratio, GroupBy, SplitConfig};
+    pub use crate::summary::summary;
     pub use crate::synth::{generate as synth_generate, Shortcut, SynthConfig, CLASSES};
-    pub use crate::train::{train_model, History, TrainConfig};
+    pub use crate::train::{train_model, History, TrainConfig, Verbosity};
     pub use crate::transforms::Compose;
+    pub use crate::workspace::{DataSource, Workspace};
     pub use image;
     pub use ndarray;
     pub use tch;

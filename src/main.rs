@@ -277,16 +277,8 @@ fn demo_model(work: &Path, seed: u64, explain_samples: usize, steps: usize) -> R
     let cfg = TrainConfig { seed, weights_sha256: Some(sha.clone()), ..TrainConfig::default() };
     let history = covid_cxr::train::train_model(&mut model, &train_ds, &val_ds, &cfg)?;
     let run = work.join("run");
-    let mut manifest = Manifest::new(
-        &model,
-        train_ds.classes.clone(),
-        Compose::notebook_val(299),
-        WeightsRef { path: wpath, sha256: sha },
-        seed,
-    );
-    manifest.train = Some(cfg);
-    manifest.history = Some(history.clone());
-    manifest.val_report = history.epochs.last().map(|e| e.val.report.clone());
+    let manifest =
+        Manifest::for_training(&model, &train_ds, &val_ds, &cfg, &history, WeightsRef { path: wpath, sha256: sha })?;
     covid_cxr::checkpoint::save(&run, &model, &manifest)?;
     covid_cxr::imageio::write_atomic(&run.join("history.json"), &serde_json::to_vec_pretty(&history)?, false)?;
     covid_cxr::report::accuracy_loss(&history)?.save(run.join("accuracy_loss.png"))?;

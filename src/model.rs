@@ -491,6 +491,12 @@ impl InceptionV3 {
         y
     }
 
+    /// Block `i` of [`BLOCK_NAMES`] alone (eager f32, eval-mode batch norm): for summaries and
+    /// inspection.
+    pub fn forward_block(&self, i: usize, x: &Tensor) -> Tensor {
+        self.run(x, i, i + 1, EVAL)
+    }
+
     /// `Mixed_7c`'s activation (`N x 2048 x 8 x 8` for 299 x 299 input), eager f32, batch norm
     /// in eval mode, differentiable.
     pub fn forward_mixed_7c(&self, x: &Tensor) -> Tensor {

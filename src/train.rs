@@ -56,6 +56,23 @@ pub struct TrainConfig {
     /// sha256 of the backbone weights file (part of the cache key); `None` disables the disk
     /// cache (features are still extracted once).
     pub weights_sha256: Option<String>,
+    /// What [`train_model`] prints (the progress callback of [`train_model_with`] is unaffected).
+    #[serde(default)]
+    pub verbosity: Verbosity,
+}
+
+/// What [`train_model`] prints.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Verbosity {
+    /// Nothing.
+    Quiet,
+    /// One line per epoch and the total time, on stderr.
+    #[default]
+    Epoch,
+    /// What the notebook's `train_model` prints, on stdout: per epoch, for train and val, the
+    /// loss, accuracy, macro precision, recall and F1 and the classification report; progress
+    /// of feature extraction; then `Training complete in Xm Ys`.
+    Notebook,
 }
 
 impl Default for TrainConfig {
@@ -72,6 +89,7 @@ impl Default for TrainConfig {
             extract_batch_size: 16,
             cache_dir: None,
             weights_sha256: None,
+            verbosity: Verbosity::Epoch,
         }
     }
 }
@@ -171,19 +189,60 @@ pub enum Progress<'a> {
     Epoch(&'a EpochStats),
 }
 
-/// Trains `model` (head, and fine-tuned blocks) with the notebook's recipe; prints one line per
-/// epoch to stderr. See [`train_model_with`] for a progress callback.
+impl EpochStats {
+    /// The epoch as the notebook's `train_model` prints it: for train and val, the loss,
+    /// accuracy, macro precision, recall and F1, then sklearn's classification report.
+    pub fn notebook_text(&self, epochs: usize) -> String {
+        let mut s = format!("Epoch {}/{}\n{}\n", self.epoch, epochs, "-".repeat(10));
+        for (phase, st) in [("train", &self.train), ("val", &self.val)] {
+            s += &format!(
+                "{phase} Loss: {:.4} Acc: {:.4} Precision: {:.4} Recall: {:.4} F1: {:.4}\n{}\n",
+                st.loss, st.accuracy, st.macro_precision, st.macro_recall, st.macro_f1, st.report
+            );
+        }
+        s
+    }
+}
+
+/// `Training complete in Xm Ys`, as the notebook prints the total time.
+///
+/// ```
+/// assert_eq!(covid_cxr::train::complete_in(125.4), "Training complete in 2m 5s");
+/// ```
+pub fn complete_in(seconds: f64) -> String {
+    let s = seconds.max(0.0).round() as u64;
+    format!("Training complete in {}m {}s", s / 60, s % 60)
+}
+
+/// Trains `model` (head, and fine-tuned blocks) with the notebook's recipe, printing as
+/// `cfg.verbosity` says (by default one line per epoch to stderr). See [`train_model_with`] for
+/// a progress callback.
 pub fn train_model(
     model: &mut TransferModel,
     train: &ImageFolder,
     val: &ImageFolder,
     cfg: &TrainConfig,
 ) -> Result<History> {
-    train_model_with(model, train, val, cfg, &mut |p| {
-        if let Progress::Epoch(e) = p {
-            eprintln!("{e}");
+    let mut last_tenth = (String::new(), usize::MAX);
+    let h = train_model_with(model, train, val, cfg, &mut |p| match (cfg.verbosity, p) {
+        (Verbosity::Epoch, Progress::Epoch(e)) => eprintln!("{e}"),
+        (Verbosity::Notebook, Progress::Epoch(e)) => println!("{}", e.notebook_text(cfg.epochs)),
+        (Verbosity::Notebook, Progress::Step { stage, done, total }) if stage.starts_with("features") => {
+            // one line per quarter of feature extraction
+            let q = done * 4 / total.max(1);
+            if last_tenth.0 != stage || last_tenth.1 != q {
+                last_tenth = (stage.to_string(), q);
+                println!("{stage}: {done}/{total} images");
+            }
         }
-    })
+        _ => {}
+    })?;
+    match cfg.verbosity {
+        Verbosity::Quiet => {}
+        Verbosity::Epoch => eprintln!("{}", complete_in(h.total_seconds)),
+        Verbosity::Notebook => println!("{}", complete_in(h.total_seconds)),
+    }
+    Ok(h)
 }
 
 /// [`train_model`] with a progress callback.
