@@ -79,6 +79,8 @@ fn main() -> R<()> {
     let (ctr, _) = cached_features(&model, &sha, &clean_tr, 1, 1337, 16, &dir, &mut cb)?;
     let (cva, _) = cached_features(&model, &sha, &clean_va, 1, 1337, 16, &dir, &mut cb)?;
     eprintln!("features: {:.0}s", t0.elapsed().as_secs_f64());
+    // the head fits are many small operations: one thread avoids thread synchronisation costs
+    tch::set_num_threads(1);
     let n_tr = ctr.n;
     // all films: SPLIT/train then SPLIT/val; clean features of all, augmented of the first n_tr
     let clean = FeatureSet {
