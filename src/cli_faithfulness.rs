@@ -79,6 +79,9 @@ pub fn run(c: FaithfulnessCmd) -> Result<()> {
             bail!("{}: the masks folder does not exist", m.display());
         }
     }
+    if let Some(dir) = json.parent().filter(|p| !p.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
     let (m, manifest) =
         covid_cxr::checkpoint::load(&model).with_context(|| format!("loading the run {}", model.display()))?;
     let tf = manifest.preprocessing.clone();

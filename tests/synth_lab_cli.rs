@@ -91,7 +91,7 @@ fn synth_masks_shortcut_faithfulness_and_marker_masking() {
     assert_eq!(v["films"].as_array().unwrap().len(), 4);
     assert!(p("f_grid.png").is_file() && p("f_curves.png").is_file());
     // without masks (real films): every film, curves but no pointing
-    run_ok(&mut f("g.json", &["--limit", "2", "--steps", "1"]));
+    run_ok(&mut f("g.json", &["--limit", "2"]));
     let v: serde_json::Value = serde_json::from_slice(&std::fs::read(p("g.json")).unwrap()).unwrap();
     assert_eq!(v["n"], 2);
     assert!(v["gradcam_pointing"].is_null() && v["lime_insertion_auc"].is_number());
