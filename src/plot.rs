@@ -67,6 +67,9 @@ macro_rules! figure {
     }};
 }
 
+/// The widest a figure is shown inline in a notebook, in pixels.
+pub const INLINE_MAX_WIDTH: u32 = 900;
+
 impl Figure {
     /// The figure as an RGB image.
     pub fn to_image(&self) -> RgbImage {
@@ -98,9 +101,26 @@ impl Figure {
         crate::imageio::write_atomic(path, &bytes, true)
     }
 
-    /// Shows the figure inline in an evcxr (Jupyter) notebook.
+    /// PNG bytes for showing inline: at most [`INLINE_MAX_WIDTH`] pixels wide (scaled down with a
+    /// Lanczos filter when wider) and compressed hard, so a notebook with many figures stays small.
+    /// Saved files ([`Figure::save`]) keep the full size.
+    pub fn inline_png_bytes(&self) -> Result<Vec<u8>> {
+        use image::codecs::png::{CompressionType, FilterType, PngEncoder};
+        let mut img = self.to_image();
+        if img.width() > INLINE_MAX_WIDTH {
+            let h = (img.height() as f64 * INLINE_MAX_WIDTH as f64 / img.width() as f64).round().max(1.0) as u32;
+            img = image::imageops::resize(&img, INLINE_MAX_WIDTH, h, image::imageops::FilterType::Lanczos3);
+        }
+        let mut buf = Vec::new();
+        let enc = PngEncoder::new_with_quality(&mut buf, CompressionType::Best, FilterType::Adaptive);
+        image::ImageEncoder::write_image(enc, img.as_raw(), img.width(), img.height(), image::ExtendedColorType::Rgb8)
+            .map_err(|e| Error::Plot(e.to_string()))?;
+        Ok(buf)
+    }
+
+    /// Shows the figure inline in an evcxr (Jupyter) notebook (see [`Figure::inline_png_bytes`]).
     pub fn evcxr_display(&self) {
-        match self.png_bytes() {
+        match self.inline_png_bytes() {
             Ok(png) => println!(
                 "EVCXR_BEGIN_CONTENT image/png\n{}\nEVCXR_END_CONTENT",
                 base64::engine::general_purpose::STANDARD.encode(png)
