@@ -2,7 +2,7 @@
 //! synthetic data with a randomly initialised backbone file.
 
 mod common;
-use common::{bin, random_backbone, run_ok};
+use common::{bin, random_backbone, run_ok, train_cmd};
 
 #[test]
 fn robust_recipe_seeds_and_subgroups() {
@@ -33,15 +33,8 @@ fn robust_recipe_seeds_and_subgroups() {
     }
     std::fs::write(p("m.csv"), csv).unwrap();
     let train = |out: &str, extra: &[&str]| {
-        let mut c = bin();
-        c.args(["train", "--epochs", "2", "--size", "96", "--views", "2", "--data"])
-            .arg(p("split"))
-            .arg("--out")
-            .arg(p(out))
-            .arg("--weights")
-            .arg(p("w.safetensors"))
-            .args(extra)
-            .env("COVID_CXR_CACHE", p("cache"));
+        let mut c = train_cmd(t.path(), &p("split"), &p(out), "2", "96", "2");
+        c.args(extra);
         c
     };
     let gb = format!("{}:patient", p("m.csv").display());

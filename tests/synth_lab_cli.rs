@@ -3,7 +3,7 @@
 //! errors.
 
 mod common;
-use common::{bin, random_backbone, run_ok};
+use common::{bin, random_backbone, run_ok, train_cmd};
 
 fn err(c: &mut std::process::Command) -> String {
     let o = c.output().unwrap();
@@ -42,15 +42,8 @@ fn synth_masks_shortcut_faithfulness_and_marker_masking() {
     run_ok(bin().arg("split").arg(p("data")).arg(p("split")).args(["--ratio", "0.5,0.5"]));
     random_backbone(&p("w.safetensors"));
     let train = |out: &str, extra: &[&str]| {
-        let mut c = bin();
-        c.args(["train", "--epochs", "1", "--size", "139", "--views", "1", "--data"])
-            .arg(p("split"))
-            .arg("--out")
-            .arg(p(out))
-            .arg("--weights")
-            .arg(p("w.safetensors"))
-            .args(extra)
-            .env("COVID_CXR_CACHE", p("cache"));
+        let mut c = train_cmd(t.path(), &p("split"), &p(out), "1", "139", "1");
+        c.args(extra);
         c
     };
     run_ok(&mut train("run", &[]));
