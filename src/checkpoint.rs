@@ -58,6 +58,9 @@ pub struct Manifest {
     pub history: Option<History>,
     /// Validation metrics of the last epoch.
     pub val_report: Option<ClassificationReport>,
+    /// The precision and device used for training, and why ([`crate::hardware`]).
+    #[serde(default)]
+    pub hardware: Option<crate::hardware::HardwareChoice>,
 }
 
 impl Manifest {
@@ -86,6 +89,7 @@ impl Manifest {
             weights,
             history: None,
             val_report: None,
+            hardware: None,
         }
     }
 }

@@ -6,7 +6,7 @@ use anyhow::{bail, Context, Result};
 use clap::Subcommand;
 use covid_cxr::checkpoint::{self, Manifest, WeightsRef};
 use covid_cxr::data::ImageFolder;
-use covid_cxr::model::{InceptionVariant, NotebookDefects, Precision, TransferConfig, TransferModel};
+use covid_cxr::model::{InceptionVariant, NotebookDefects, TransferConfig, TransferModel};
 use covid_cxr::train::{resume_training, Progress, TrainConfig};
 use covid_cxr::transforms::Compose;
 use covid_cxr::weights;
@@ -52,9 +52,8 @@ pub enum ModelCmd {
         /// Backbone weights (.safetensors from `covid-cxr weights`); default: the converted 2015 weights.
         #[arg(long)]
         weights: Option<PathBuf>,
-        /// bfloat16 backbone inference (about 2x faster, features differ by ~1%).
-        #[arg(long)]
-        bf16: bool,
+        #[command(flatten)]
+        hw: crate::cli_hw::HwArgs,
         /// Image size.
         #[arg(long, default_value_t = 299)]
         size: u32,
@@ -85,6 +84,8 @@ pub enum ModelCmd {
         /// libtorch threads (default: all cores).
         #[arg(long)]
         threads: Option<i32>,
+        #[command(flatten)]
+        hw: crate::cli_hw::HwArgs,
     },
     /// Predict images: one JSON line per image.
     Predict {
@@ -97,6 +98,8 @@ pub enum ModelCmd {
         /// Image files or folders (searched recursively).
         #[arg(required = true)]
         inputs: Vec<PathBuf>,
+        #[command(flatten)]
+        hw: crate::cli_hw::HwArgs,
     },
     /// Convert or prepare pretrained weights and print the .safetensors path.
     Weights {
@@ -124,7 +127,7 @@ pub fn run(c: ModelCmd) -> Result<()> {
             no_cache,
             fine_tune_blocks,
             weights,
-            bf16,
+            hw,
             size,
             threads,
             resume,
@@ -144,26 +147,27 @@ pub fn run(c: ModelCmd) -> Result<()> {
             };
             let defects =
                 NotebookDefects { double_softmax: defect_double_softmax, frozen_1000_class_aux: defect_frozen_aux };
-            let opts = TrainOpts { weights, bf16, size, fine_tune_blocks, defects, resume };
+            let opts = TrainOpts { weights, hw, size, fine_tune_blocks, defects, resume };
             train(&data, &out, &cfg, &opts)
         }
-        ModelCmd::Evaluate { model, data, json, threads } => {
+        ModelCmd::Evaluate { model, data, json, threads, hw } => {
             set_threads(threads);
-            evaluate(&model, &data, json.as_deref())
+            evaluate(&model, &data, json.as_deref(), &hw)
         }
-        ModelCmd::Predict { model, threshold, inputs } => predict(&model, threshold, &inputs),
+        ModelCmd::Predict { model, threshold, inputs, hw } => predict(&model, threshold, &inputs, &hw),
         ModelCmd::Weights { from, out } => prepare_weights(from.as_deref(), out.as_deref()),
     }
 }
 
-fn set_threads(t: Option<i32>) {
+/// Sets libtorch's thread count (default: all cores).
+pub fn set_threads(t: Option<i32>) {
     let n = t.unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get() as i32).unwrap_or(1));
     tch::set_num_threads(n.max(1));
 }
 
 struct TrainOpts {
     weights: Option<PathBuf>,
-    bf16: bool,
+    hw: crate::cli_hw::HwArgs,
     size: u32,
     fine_tune_blocks: usize,
     defects: NotebookDefects,
@@ -190,6 +194,7 @@ fn weights_file(w: Option<PathBuf>) -> Result<PathBuf> {
 }
 
 fn train(data: &Path, out: &Path, cfg: &TrainConfig, o: &TrainOpts) -> Result<()> {
+    let (device, hw) = o.hw.resolve()?;
     let partial = check_out(out)?;
     let (train_tf, val_tf) = (Compose::notebook_train(o.size), Compose::notebook_val(o.size));
     let (train_ds, val_ds) = ImageFolder::open_split(data, train_tf.clone(), val_tf.clone())
@@ -203,7 +208,7 @@ fn train(data: &Path, out: &Path, cfg: &TrainConfig, o: &TrainOpts) -> Result<()
     let mcfg = TransferConfig {
         variant,
         num_classes: train_ds.classes.len() as i64,
-        precision: if o.bf16 { Precision::Bf16 } else { Precision::F32 },
+        precision: hw.precision,
         fine_tune_blocks: o.fine_tune_blocks,
         defects: o.defects,
         ..TransferConfig::default()
@@ -226,6 +231,8 @@ fn train(data: &Path, out: &Path, cfg: &TrainConfig, o: &TrainOpts) -> Result<()
             (m, man.history.unwrap_or_default())
         }
     };
+    model.set_precision(hw.precision);
+    model.to_device(device);
     eprintln!(
         "train {} images, val {} images, classes {:?}; weights {} ({}); {} path",
         train_ds.len(),
@@ -249,6 +256,7 @@ fn train(data: &Path, out: &Path, cfg: &TrainConfig, o: &TrainOpts) -> Result<()
     manifest.data_fingerprint = Some(covid_cxr::features::data_fingerprint(&train_ds)?);
     manifest.val_report = Some(last.val.report.clone());
     manifest.history = Some(history.clone());
+    manifest.hardware = Some(hw);
     checkpoint::save(&partial, &model, &manifest)?;
     write_json(&partial.join("history.json"), &history)?;
     write_json(&partial.join("metrics.json"), &last.val)?;
@@ -323,8 +331,9 @@ fn write_json<T: serde::Serialize>(path: &Path, v: &T) -> Result<()> {
     Ok(())
 }
 
-fn evaluate(run: &Path, data: &Path, json: Option<&Path>) -> Result<()> {
-    let (model, manifest) = checkpoint::load(run).with_context(|| format!("loading {}", run.display()))?;
+fn evaluate(run: &Path, data: &Path, json: Option<&Path>, hw: &crate::cli_hw::HwArgs) -> Result<()> {
+    let (mut model, manifest) = checkpoint::load(run).with_context(|| format!("loading {}", run.display()))?;
+    hw.apply(&mut model)?;
     let ds = ImageFolder::open(data, manifest.preprocessing.clone())?;
     checkpoint::check_compatible(&manifest, &ds)?;
     let ev = covid_cxr::evaluate::evaluate(&model, &ds)?;
@@ -366,8 +375,9 @@ fn collect_images(inputs: &[PathBuf]) -> Result<Vec<PathBuf>> {
     Ok(out)
 }
 
-fn predict(run: &Path, threshold: f64, inputs: &[PathBuf]) -> Result<()> {
-    let (model, manifest) = checkpoint::load(run).with_context(|| format!("loading {}", run.display()))?;
+fn predict(run: &Path, threshold: f64, inputs: &[PathBuf], hw: &crate::cli_hw::HwArgs) -> Result<()> {
+    let (mut model, manifest) = checkpoint::load(run).with_context(|| format!("loading {}", run.display()))?;
+    hw.apply(&mut model)?;
     let files = collect_images(inputs)?;
     let tf = &manifest.preprocessing;
     let stdout = std::io::stdout();
