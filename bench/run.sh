@@ -7,7 +7,8 @@
 #   bench/run.sh --scaling       # feature extraction + training at 1000 4000 15000 synthetic films
 #   bench/run.sh --scaling "1000 4000"   # chosen sizes
 #
-# Options: --reps N, --data DIR (an ImageFolder; default ../shared/data/cxr-small/train, else
+# Options: --stages "augment split load backbone epoch recipe lime gradcam evaluate" (a subset; default
+# all; lime, gradcam and evaluate need recipe), --no-build (use the built binary as it is), --reps N, --data DIR (an ImageFolder; default ../shared/data/cxr-small/train, else
 # synthetic films), --out FILE (default BENCHMARKS.md), --keep (keep the work folder).
 # The Python side lives in its own venv, $COVID_CXR_CACHE/bench-venv-torch<version>-<hash of
 # bench/requirements.txt>, made on first use from PyPI (torch 2.13.0, torchvision 0.28.0, Augmentor,
@@ -20,7 +21,8 @@ set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 CACHE="${COVID_CXR_CACHE:-$HOME/.cache/covid-cxr}"
 TORCH_VERSION=2.13.0
-quick=0 reps="" data="" out="$ROOT/BENCHMARKS.md" scaling="" keep=0 do_stages=1
+quick=0 reps="" data="" out="$ROOT/BENCHMARKS.md" scaling="" keep=0 do_stages=1 build=1
+stages="augment split load backbone epoch recipe lime gradcam evaluate"
 while (($#)); do
   case "$1" in
     --quick) quick=1 ;;
@@ -28,6 +30,8 @@ while (($#)); do
     --data) data="$2"; shift ;;
     --out) out="$2"; shift ;;
     --keep) keep=1 ;;
+    --no-build) build=0 ;;
+    --stages) stages="$2"; shift ;;
     --scaling)
       do_stages=0
       if [[ $# -gt 1 && "$2" =~ ^[0-9\ ]+$ ]]; then scaling="$2"; shift; else scaling="1000 4000 15000"; fi ;;
@@ -45,8 +49,10 @@ die() { printf '\033[1;31m[bench] error:\033[0m %s\n' "$*" >&2; exit 1; }
 "$ROOT/scripts/setup.sh" >/dev/null
 # shellcheck disable=SC1091
 source "$ROOT/scripts/env.sh"
-log "building covid-cxr (release)"
-(cd "$ROOT" && cargo build --release --quiet --bin covid-cxr)
+if ((build)); then
+  log "building covid-cxr (release)"
+  (cd "$ROOT" && cargo build --release --quiet --bin covid-cxr)
+fi
 BIN="${CARGO_TARGET_DIR:-$ROOT/target}/release/covid-cxr"
 WEIGHTS_ST="$("$BIN" weights)"
 WEIGHTS_PT="$CACHE/weights/fid_default_1.pt"
@@ -81,8 +87,10 @@ data="$(cd "$data" && pwd)"
 
 # measure SIDE STAGE CMD...: runs CMD under /usr/bin/time; appends one JSON line to $RES with the
 # wall time, peak RSS and the command's own last JSON line (its internal timing), if any.
+want() { [[ " $stages " == *" $1 "* ]]; }
 measure() {
   local side="$1" stage="$2"; shift 2
+  want "${stage%%_*}" || [[ $stage == scaling_* ]] || return 0
   log "$stage [$side] rep $rep"
   if ! /usr/bin/time -f '%e %M' -o "$W/time" "$@" >"$W/stdout" 2>"$W/stderr"; then
     tail -5 "$W/stderr" >&2; die "$stage [$side] failed: $*"
