@@ -75,6 +75,9 @@ pub struct Manifest {
     /// runs saved before optimizer states were (their resume restarts Adam's moments).
     #[serde(default)]
     pub optimizer: Option<String>,
+    /// The precision and device used for training, and why ([`crate::hardware`]).
+    #[serde(default)]
+    pub hardware: Option<crate::hardware::HardwareChoice>,
 }
 
 impl Manifest {
@@ -107,6 +110,7 @@ impl Manifest {
             robust: None,
             seed_variance: None,
             optimizer: None,
+            hardware: None,
         }
     }
 }

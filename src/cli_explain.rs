@@ -4,7 +4,7 @@ use anyhow::{bail, Context, Result};
 use clap::{Subcommand, ValueEnum};
 use covid_cxr::explain::gradcam::{cam_maps, grad_cam_classes};
 use covid_cxr::explain::model_glue::{lime_classifier, model_view, to_batch};
-use covid_cxr::explain::{LimeConfig, LimeImageExplainer};
+use covid_cxr::explain::{AdaptiveSampling, LimeConfig, LimeImageExplainer};
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
@@ -138,6 +138,13 @@ pub enum ExplainCmd {
         /// Mask burned-in markers even if the run was trained without it.
         #[arg(long)]
         mask_markers: bool,
+        /// LIME: draw samples in rounds and stop when the top-5 superpixels of every explained
+        /// class are unchanged for 3 rounds of 50 (at most --samples). Off by default: the
+        /// notebook's fixed 1000.
+        #[arg(long)]
+        adaptive: bool,
+        #[command(flatten)]
+        hw: crate::cli_hw::HwArgs,
     },
 }
 
@@ -155,13 +162,16 @@ pub fn run(c: ExplainCmd) -> Result<()> {
         seed,
         out,
         mask_markers,
+        adaptive,
+        hw,
     } = c;
     if out.exists() && std::fs::read_dir(&out).with_context(|| format!("reading {}", out.display()))?.next().is_some() {
         bail!("{}: output folder is not empty (nothing is overwritten)", out.display());
     }
-    let (m, mut manifest) =
+    let (mut m, mut manifest) =
         covid_cxr::checkpoint::load(&model).with_context(|| format!("loading the run {}", model.display()))?;
     manifest.preprocessing = crate::cli_model::inference_preprocessing(&manifest, mask_markers);
+    hw.apply(&mut m)?;
     let classes = manifest.classes.clone();
     let only: Option<usize> = match &class {
         Some(name) => Some(
@@ -201,10 +211,11 @@ pub fn run(c: ExplainCmd) -> Result<()> {
                 num_samples: samples,
                 batch_size,
                 seed,
+                adaptive: adaptive.then(AdaptiveSampling::default),
                 ..LimeConfig::default()
             };
-            let e = LimeImageExplainer::default()
-                .explain_instance(&view, lime_classifier(&m, &manifest.preprocessing), &cfg)
+            let (e, sampling) = LimeImageExplainer::default()
+                .explain_instance_report(&view, lime_classifier(&m, &manifest.preprocessing), &cfg)
                 .with_context(|| format!("LIME on {}", path.display()))?;
             let mut per_class = serde_json::Map::new();
             for &t in &targets {
@@ -223,6 +234,7 @@ pub fn run(c: ExplainCmd) -> Result<()> {
             }
             record["lime"] = serde_json::json!({
                 "num_samples": samples, "seed": seed, "n_segments": e.segments.n_segments, "per_class": per_class,
+                "adaptive": cfg.adaptive, "sampling": sampling,
             });
             exp = Some(e);
         }

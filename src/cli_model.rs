@@ -6,7 +6,7 @@ use anyhow::{bail, Context, Result};
 use clap::Subcommand;
 use covid_cxr::checkpoint::{self, Manifest, WeightsRef};
 use covid_cxr::data::ImageFolder;
-use covid_cxr::model::{InceptionVariant, NotebookDefects, Precision, TransferConfig, TransferModel};
+use covid_cxr::model::{InceptionVariant, NotebookDefects, TransferConfig, TransferModel};
 use covid_cxr::optim::Adam;
 use covid_cxr::train::{continue_training, Progress, TrainConfig, TrainState};
 use covid_cxr::transforms::Compose;
@@ -53,9 +53,8 @@ pub enum ModelCmd {
         /// Backbone weights (.safetensors from `covid-cxr weights`); default: the converted 2015 weights.
         #[arg(long)]
         weights: Option<PathBuf>,
-        /// bfloat16 backbone inference (about 2x faster, features differ by ~1%).
-        #[arg(long)]
-        bf16: bool,
+        #[command(flatten)]
+        hw: crate::cli_hw::HwArgs,
         /// Image size.
         #[arg(long, default_value_t = 299)]
         size: u32,
@@ -98,6 +97,8 @@ pub enum ModelCmd {
         /// --mask-markers always does).
         #[arg(long)]
         mask_markers: bool,
+        #[command(flatten)]
+        hw: crate::cli_hw::HwArgs,
     },
     /// Predict images: one JSON line per image.
     Predict {
@@ -113,6 +114,8 @@ pub enum ModelCmd {
         /// Mask burned-in markers even if the run was trained without it.
         #[arg(long)]
         mask_markers: bool,
+        #[command(flatten)]
+        hw: crate::cli_hw::HwArgs,
     },
     /// Convert or prepare pretrained weights and print the .safetensors path.
     Weights {
@@ -140,7 +143,7 @@ pub fn run(c: ModelCmd) -> Result<()> {
             no_cache,
             fine_tune_blocks,
             weights,
-            bf16,
+            hw,
             size,
             threads,
             resume,
@@ -165,26 +168,29 @@ pub fn run(c: ModelCmd) -> Result<()> {
             if resume.is_some() && (extra.recipe != "notebook" || extra.seeds.is_some()) {
                 bail!("--resume continues the notebook recipe only (no --recipe robust, no --seeds)");
             }
-            let opts = TrainOpts { weights, bf16, size, fine_tune_blocks, defects, resume, extra, mask_markers };
+            let opts = TrainOpts { weights, hw, size, fine_tune_blocks, defects, resume, extra, mask_markers };
             train(&data, &out, &cfg, &opts)
         }
-        ModelCmd::Evaluate { model, data, json, threads, sub, mask_markers } => {
+        ModelCmd::Evaluate { model, data, json, threads, sub, mask_markers, hw } => {
             set_threads(threads);
-            evaluate(&model, &data, json.as_deref(), &sub, mask_markers)
+            evaluate(&model, &data, json.as_deref(), &sub, mask_markers, &hw)
         }
-        ModelCmd::Predict { model, threshold, inputs, mask_markers } => predict(&model, threshold, &inputs, mask_markers),
+        ModelCmd::Predict { model, threshold, inputs, mask_markers, hw } => {
+            predict(&model, threshold, &inputs, mask_markers, &hw)
+        },
         ModelCmd::Weights { from, out } => prepare_weights(from.as_deref(), out.as_deref()),
     }
 }
 
-fn set_threads(t: Option<i32>) {
+/// Sets libtorch's thread count (default: all cores).
+pub fn set_threads(t: Option<i32>) {
     let n = t.unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get() as i32).unwrap_or(1));
     tch::set_num_threads(n.max(1));
 }
 
 struct TrainOpts {
     weights: Option<PathBuf>,
-    bf16: bool,
+    hw: crate::cli_hw::HwArgs,
     size: u32,
     fine_tune_blocks: usize,
     defects: NotebookDefects,
@@ -220,6 +226,7 @@ fn weights_file(w: Option<PathBuf>) -> Result<PathBuf> {
 }
 
 fn train(data: &Path, out: &Path, cfg: &TrainConfig, o: &TrainOpts) -> Result<()> {
+    let (device, hw) = o.hw.resolve()?;
     if o.size < 75 {
         // smaller inputs shrink to nothing inside InceptionV3 (libtorch would abort the convolution)
         bail!("--size {}: InceptionV3 needs images of at least 75 x 75", o.size);
@@ -241,7 +248,7 @@ fn train(data: &Path, out: &Path, cfg: &TrainConfig, o: &TrainOpts) -> Result<()
     let mcfg = TransferConfig {
         variant,
         num_classes: train_ds.classes.len() as i64,
-        precision: if o.bf16 { Precision::Bf16 } else { Precision::F32 },
+        precision: hw.precision,
         fine_tune_blocks: o.fine_tune_blocks,
         defects: o.defects,
         ..TransferConfig::default()
@@ -271,6 +278,8 @@ fn train(data: &Path, out: &Path, cfg: &TrainConfig, o: &TrainOpts) -> Result<()
             (m, TrainState { history: man.history.unwrap_or_default(), optimizer })
         }
     };
+    model.set_precision(hw.precision);
+    model.to_device(device);
     eprintln!(
         "train {} images, val {} images, classes {:?}; weights {} ({}); {} path",
         train_ds.len(),
@@ -297,6 +306,7 @@ fn train(data: &Path, out: &Path, cfg: &TrainConfig, o: &TrainOpts) -> Result<()
     if let Some(opt) = &optimizer {
         checkpoint::save_optimizer(&partial, opt, &mut manifest)?;
     }
+    manifest.hardware = Some(hw);
     checkpoint::save(&partial, &model, &manifest)?;
     recipe.write(&partial)?;
     write_json(&partial.join("history.json"), &history)?;
@@ -378,9 +388,11 @@ fn evaluate(
     json: Option<&Path>,
     sub: &crate::cli_robust::EvalExtra,
     mask_markers: bool,
+    hw: &crate::cli_hw::HwArgs,
 ) -> Result<()> {
-    let (model, mut manifest) = checkpoint::load(run).with_context(|| format!("loading {}", run.display()))?;
+    let (mut model, mut manifest) = checkpoint::load(run).with_context(|| format!("loading {}", run.display()))?;
     manifest.preprocessing = inference_preprocessing(&manifest, mask_markers);
+    hw.apply(&mut model)?;
     let ds = ImageFolder::open(data, manifest.preprocessing.clone())?;
     checkpoint::check_compatible(&manifest, &ds)?;
     if ds.is_empty() {
@@ -443,8 +455,9 @@ fn collect_images(inputs: &[PathBuf]) -> Result<Vec<PathBuf>> {
     Ok(out)
 }
 
-fn predict(run: &Path, threshold: f64, inputs: &[PathBuf], mask_markers: bool) -> Result<()> {
-    let (model, manifest) = checkpoint::load(run).with_context(|| format!("loading {}", run.display()))?;
+fn predict(run: &Path, threshold: f64, inputs: &[PathBuf], mask_markers: bool, hw: &crate::cli_hw::HwArgs) -> Result<()> {
+    let (mut model, manifest) = checkpoint::load(run).with_context(|| format!("loading {}", run.display()))?;
+    hw.apply(&mut model)?;
     let files = collect_images(inputs)?;
     let tf = &inference_preprocessing(&manifest, mask_markers);
     let stdout = std::io::stdout();

@@ -14,6 +14,7 @@
 //! | LIME, quickshift, `mark_boundaries`, Grad-CAM | [`explain`] |
 //! | figures (`make_grid`, curves, ...) | [`plot`] |
 //! | `inception_v3(pretrained=True)`, new `fc` | [`model`], [`weights`] |
+//! | precision and device chosen by the hardware | [`hardware`] |
 //! | training loop | [`train`], [`features`] (feature cache) |
 //! | sklearn metrics, `classification_report` | [`metrics`] |
 //! | saving the model, run manifest | [`checkpoint`] |
@@ -33,6 +34,7 @@ pub mod evaluate;
 pub mod explain;
 pub mod features;
 pub mod file_manifest;
+pub mod hardware;
 pub mod imageio;
 pub mod markers;
 pub mod metrics;
@@ -63,10 +65,11 @@ pub mod prelude {
     pub use crate::evaluate::{evaluate, Evaluation};
     pub use crate::explain::model_glue::{lime_classifier, model_view, to_batch};
     pub use crate::explain::{
-        grad_cam, mark_boundaries, quickshift, CamModel, Colormap, Explanation, LimeConfig, LimeImageExplainer,
-        MaskOptions, Segmentation,
+        grad_cam, mark_boundaries, quickshift, AdaptiveSampling, CamModel, Colormap, Explanation, LimeConfig,
+        LimeImageExplainer, MaskOptions, Segmentation,
     };
     pub use crate::checkpoint::{Manifest, WeightsRef};
+    pub use crate::hardware::{DeviceChoice, HardwareChoice, PrecisionChoice};
     pub use crate::metrics::ClassificationReport;
     pub use crate::model::{InceptionVariant, Precision, TransferConfig, TransferModel};
     pub use crate::plot::{image_grid, Figure};

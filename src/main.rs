@@ -8,8 +8,10 @@ use indicatif::{ProgressBar, ProgressStyle};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
+mod cli_bench;
 mod cli_explain;
 mod cli_faithfulness;
+mod cli_hw;
 mod cli_model;
 mod cli_robust;
 mod cli_shortcut;
@@ -23,6 +25,15 @@ mod cli_shortcut;
 struct Cli {
     #[command(subcommand)]
     cmd: Cmd,
+}
+
+/// Stages of `covid-cxr bench`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+enum BenchStage {
+    All,
+    Load,
+    Augment,
+    Backbone,
 }
 
 #[derive(Subcommand)]
@@ -125,9 +136,26 @@ enum Cmd {
         /// LIME samples for the explanation step.
         #[arg(long, default_value_t = 1000)]
         explain_samples: usize,
+        #[command(flatten)]
+        hw: cli_hw::HwArgs,
     },
-    /// Throughput benchmark: decode + transform, and augmentation sample(), images/s.
+    /// Throughput benchmark: decode + transform, and augmentation sample(), images/s; or the
+    /// backbone at each precision (`--stage backbone`). bench/run.sh runs every stage beside Python.
     Bench {
+        /// all (decode + transform and augmentation), load, augment, or backbone.
+        #[arg(long, value_enum, default_value_t = BenchStage::All)]
+        stage: BenchStage,
+        /// Backbone path for --stage backbone.
+        #[arg(long, value_enum, default_value_t = cli_bench::BackboneMode::Chosen)]
+        mode: cli_bench::BackboneMode,
+        /// Timed batches of 8 for --stage backbone.
+        #[arg(long, default_value_t = 4)]
+        batches: usize,
+        /// libtorch threads (default: all cores).
+        #[arg(long)]
+        threads: Option<i32>,
+        #[command(flatten)]
+        hw: cli_hw::HwArgs,
         /// An ImageFolder (default: ../shared/data/cxr-small/train if present, else synthetic).
         #[arg(long)]
         data: Option<PathBuf>,
@@ -228,7 +256,14 @@ fn grid(data: &Path, out: &Path, batch_size: usize, train_tf: bool, size: u32, s
     Ok(())
 }
 
-fn demo(out: Option<PathBuf>, per_class: usize, seed: u64, quick: bool, explain_samples: usize) -> Result<()> {
+fn demo(
+    out: Option<PathBuf>,
+    per_class: usize,
+    seed: u64,
+    quick: bool,
+    explain_samples: usize,
+    hw: cli_hw::HwArgs,
+) -> Result<()> {
     let out = out.unwrap_or_else(|| {
         let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
         PathBuf::from(format!("runs/demo-{t}"))
@@ -251,7 +286,7 @@ fn demo(out: Option<PathBuf>, per_class: usize, seed: u64, quick: bool, explain_
     eprintln!("[4/{steps}] load one batch with the training transforms");
     grid(&work.join("split/train"), &work.join("batch_grid.png"), 8, true, 299, seed)?;
     if !quick {
-        demo_model(&work, seed, explain_samples, steps)?;
+        demo_model(&work, seed, explain_samples, steps, hw)?;
     }
     eprintln!("done in {:.1}s", t0.elapsed().as_secs_f64());
     guard.finish(&out)?;
@@ -264,21 +299,25 @@ fn demo(out: Option<PathBuf>, per_class: usize, seed: u64, quick: bool, explain_
 }
 
 /// The model half of the demo: pretrained InceptionV3, training, evaluation, predictions, explanations.
-fn demo_model(work: &Path, seed: u64, explain_samples: usize, steps: usize) -> Result<()> {
+fn demo_model(work: &Path, seed: u64, explain_samples: usize, steps: usize, hw: cli_hw::HwArgs) -> Result<()> {
     use covid_cxr::checkpoint::{Manifest, WeightsRef};
     eprintln!("[5/{steps}] pretrained InceptionV3 (frozen), new head; train 15 epochs on cached features");
     let wpath =
         covid_cxr::weights::ensure_pretrained().context("preparing the pretrained weights (run scripts/setup.sh)")?;
     let sha = covid_cxr::weights::sha256_file(&wpath)?;
+    let (device, choice) = hw.resolve()?;
     tch::manual_seed(seed as i64);
-    let mut model = TransferModel::pretrained(&TransferConfig::default())?;
+    let mut model =
+        TransferModel::pretrained(&TransferConfig { precision: choice.precision, ..TransferConfig::default() })?;
+    model.to_device(device);
     let (train_ds, val_ds) =
         ImageFolder::open_split(work.join("split"), Compose::notebook_train(299), Compose::notebook_val(299))?;
     let cfg = TrainConfig { seed, weights_sha256: Some(sha.clone()), ..TrainConfig::default() };
     let history = covid_cxr::train::train_model(&mut model, &train_ds, &val_ds, &cfg)?;
     let run = work.join("run");
-    let manifest =
+    let mut manifest =
         Manifest::for_training(&model, &train_ds, &val_ds, &cfg, &history, WeightsRef { path: wpath, sha256: sha })?;
+    manifest.hardware = Some(choice);
     covid_cxr::checkpoint::save(&run, &model, &manifest)?;
     covid_cxr::imageio::write_atomic(&run.join("history.json"), &serde_json::to_vec_pretty(&history)?, false)?;
     covid_cxr::report::accuracy_loss(&history)?.save(run.join("accuracy_loss.png"))?;
@@ -318,6 +357,8 @@ fn demo_model(work: &Path, seed: u64, explain_samples: usize, steps: usize) -> R
         seed,
         out: work.join("explain"),
         mask_markers: false,
+        adaptive: false,
+        hw: hw.clone(),
     })?;
     eprintln!("[9/{steps}] faithfulness on 4 validation films with lesion masks (LIME 300 samples, Grad-CAM)");
     cli_faithfulness::run(cli_faithfulness::FaithfulnessCmd::Faithfulness {
@@ -333,7 +374,7 @@ fn demo_model(work: &Path, seed: u64, explain_samples: usize, steps: usize) -> R
     })
 }
 
-fn bench(data: Option<PathBuf>, n_aug: usize, json: Option<PathBuf>) -> Result<()> {
+fn bench(data: Option<PathBuf>, n_aug: usize, json: Option<PathBuf>, stage: BenchStage) -> Result<()> {
     let tmp = std::env::temp_dir().join(format!("covid-cxr-bench-{}", std::process::id()));
     let data = match data {
         Some(d) => d,
@@ -353,23 +394,29 @@ fn bench(data: Option<PathBuf>, n_aug: usize, json: Option<PathBuf>) -> Result<(
     let dl = DataLoader::new(&ds, 8).shuffle(1);
     let t = Instant::now();
     let mut n = 0;
-    for b in dl.iter(0) {
-        n += b?.images.size()[0];
+    if stage != BenchStage::Augment {
+        for b in dl.iter(0) {
+            n += b?.images.size()[0];
+        }
     }
     let load = n as f64 / t.elapsed().as_secs_f64();
     eprintln!("decode + train transform (RandomResizedCrop 299, flip, ToTensor, Normalize): {n} images, {load:.1} images/s ({threads} threads)");
     // augmentation: copy the covid folder (or the first class) to a scratch folder
     let class_dir = data.join(&ds.classes[0]);
-    let scratch = tmp.join("aug").join(&ds.classes[0]);
-    std::fs::create_dir_all(&scratch)?;
-    for f in covid_cxr::imageio::list_images(&class_dir)? {
-        std::fs::copy(&f, scratch.join(f.file_name().unwrap()))?;
+    let mut aug = 0.0;
+    let n_aug = if stage == BenchStage::Load { 0 } else { n_aug };
+    if n_aug > 0 {
+        let scratch = tmp.join("aug").join(&ds.classes[0]);
+        std::fs::create_dir_all(&scratch)?;
+        for f in covid_cxr::imageio::list_images(&class_dir)? {
+            std::fs::copy(&f, scratch.join(f.file_name().context("image without a name")?))?;
+        }
+        let p = notebook_pipeline(&scratch, 1)?;
+        let t = Instant::now();
+        let rep = p.sample(n_aug)?;
+        aug = rep.written.len() as f64 / t.elapsed().as_secs_f64();
+        eprintln!("augmentation sample({n_aug}) on {}: {aug:.1} images/s", class_dir.display());
     }
-    let p = notebook_pipeline(&scratch, 1)?;
-    let t = Instant::now();
-    let rep = p.sample(n_aug)?;
-    let aug = rep.written.len() as f64 / t.elapsed().as_secs_f64();
-    eprintln!("augmentation sample({n_aug}) on {}: {aug:.1} images/s", class_dir.display());
     let _ = std::fs::remove_dir_all(&tmp);
     let v = serde_json::json!({"data": data, "threads": threads, "decode_transform_images_per_s": load, "augment_images_per_s": aug, "augment_samples": n_aug, "images": n});
     println!("{v}");
@@ -395,10 +442,17 @@ fn main() {
         Cmd::Grid { data, out, batch_size, train_transform, size, seed } => {
             grid(&data, &out, batch_size, train_transform, size, seed)
         }
-        Cmd::Demo { out, per_class, seed, quick, explain_samples } => {
-            demo(out, per_class, seed, quick, explain_samples)
+        Cmd::Demo { out, per_class, seed, quick, explain_samples, hw } => {
+            demo(out, per_class, seed, quick, explain_samples, hw)
         }
-        Cmd::Bench { data, augment_samples, json } => bench(data, augment_samples, json),
+        Cmd::Bench { data, augment_samples, json, stage, mode, batches, threads, hw } => {
+            cli_model::set_threads(threads);
+            if stage == BenchStage::Backbone {
+                cli_bench::backbone(mode, batches, 8, &hw)
+            } else {
+                bench(data, augment_samples, json, stage)
+            }
+        }
         Cmd::Model(c) => cli_model::run(c),
         Cmd::Explain(c) => cli_explain::run(c),
         Cmd::Faithfulness(c) => cli_faithfulness::run(c),

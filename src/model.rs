@@ -28,9 +28,16 @@
 //! ## Speed
 //! Inference of the frozen backbone uses batch norm folded into the convolutions, channels-last
 //! memory layout and optionally bfloat16 ([`Precision`]). Measured on the 2-core AVX-512 CPU of
-//! the development machine, batch 8, 2 libtorch threads (`tests/model_bench.rs`): eager f32
-//! 17.1 images/s, folded + channels-last f32 27.2, bf16 55.2. Folded f32 features equal the
-//! eager ones within 1.2e-5; bf16 features have a cosine similarity > 0.999 with them.
+//! the development machine (with `avx512_bf16`), batch 8, 2 libtorch threads
+//! (`tests/model_bench.rs`): eager f32 17.1 images/s, folded + channels-last f32 27.2, bf16 55.2.
+//! On a CPU without native bfloat16 bf16 is about 7x slower than f32: the command line's
+//! `--precision auto` ([`crate::hardware`]) uses bf16 only where it is native. Folded f32 features
+//! equal the eager ones within 1.2e-5; bf16 features have a cosine similarity > 0.999 with them.
+//!
+//! ## Device
+//! [`TransferModel::to_device`] moves the model (e.g. to CUDA); forward passes move their inputs
+//! to the model's device, and [`TransferModel::features`] and [`TransferModel::predict_proba`]
+//! return CPU tensors.
 //!
 //! ## Notebook defects
 //! [`NotebookDefects`] reproduces, only when asked, the notebook's double softmax and its frozen
@@ -80,8 +87,10 @@ pub enum Precision {
     /// float32 (results equal the eager path within about 1e-5).
     #[default]
     F32,
-    /// bfloat16 weights and activations (about 2x faster on CPUs with AVX512_BF16; features
-    /// differ by about 1% relative).
+    /// bfloat16 weights and activations: about 2x faster on CPUs with native bfloat16
+    /// (`avx512_bf16`, AMX) and on GPUs, several times *slower* on CPUs without it (libtorch
+    /// emulates it); features differ by about 1% relative. [`crate::hardware::choose_precision`]
+    /// picks it only where it is native.
     Bf16,
 }
 
@@ -855,12 +864,34 @@ impl TransferModel {
         BLOCK_NAMES.len() - self.cfg.fine_tune_blocks
     }
 
-    /// Applies the input mapping (see the module docs).
+    /// The device the model's variables live on.
+    pub fn device(&self) -> Device {
+        self.head_vs.device()
+    }
+
+    /// Moves every variable (backbone and head) to `device`. Inputs on any device are moved to
+    /// it by the forward passes; [`TransferModel::features`], [`TransferModel::predict_proba`]
+    /// and [`TransferModel::proba_from_features`] return CPU tensors. Build optimizers after
+    /// moving.
+    pub fn to_device(&mut self, device: Device) {
+        self.backbone_vs.set_device(device);
+        self.head_vs.set_device(device);
+        self.invalidate_fused();
+    }
+
+    /// Sets the precision of the frozen backbone's fast path (see [`crate::hardware`]).
+    pub fn set_precision(&mut self, p: Precision) {
+        self.cfg.precision = p;
+        self.invalidate_fused();
+    }
+
+    /// Applies the input mapping (see the module docs), on the model's device.
     pub fn map_input(&self, x: &Tensor) -> Tensor {
+        let x = x.to_device(self.device());
         if self.cfg.exact_fid_input && self.cfg.variant == InceptionVariant::Fid2015 {
             (x * 127.5 - 0.5) / 128.0
         } else {
-            x.shallow_clone()
+            x
         }
     }
 
@@ -896,9 +927,9 @@ impl TransferModel {
         self.head.forward_t(&pool_flat(a), false)
     }
 
-    /// Pooled backbone features `N x 2048` (fast path, no gradient, eval mode).
+    /// Pooled backbone features `N x 2048` (fast path, no gradient, eval mode), on the CPU.
     pub fn features(&self, x: &Tensor) -> Tensor {
-        pool_flat(&self.forward_mixed_7c(x))
+        pool_flat(&self.forward_mixed_7c(x)).to_device(Device::Cpu)
     }
 
     /// Features in eager f32 (no folding, no channels-last): the reference path.
@@ -908,7 +939,7 @@ impl TransferModel {
 
     /// Head output from pooled features: logits (probabilities under the double-softmax defect).
     pub fn head_forward_t(&self, feats: &Tensor, train: bool) -> Tensor {
-        let y = self.head.forward_t(feats, train);
+        let y = self.head.forward_t(&feats.to_device(self.device()), train);
         if self.cfg.defects.double_softmax {
             y.softmax(-1, Kind::Float)
         } else {
@@ -947,26 +978,20 @@ impl TransferModel {
         tch::no_grad(|| self.forward_t(x, false).logits)
     }
 
-    /// Class probabilities `N x C` (softmax of the logits; the output itself under the
+    /// Class probabilities `N x C` on the CPU (softmax of the logits; the output itself under the
     /// double-softmax defect, which already is a softmax).
     pub fn predict_proba(&self, x: &Tensor) -> Tensor {
         let y = self.forward(x);
-        if self.cfg.defects.double_softmax {
-            y
-        } else {
-            y.softmax(-1, Kind::Float)
-        }
+        let p = if self.cfg.defects.double_softmax { y } else { y.softmax(-1, Kind::Float) };
+        p.to_device(Device::Cpu)
     }
 
     /// Probabilities from pooled features (eval mode).
     pub fn proba_from_features(&self, feats: &Tensor) -> Tensor {
         tch::no_grad(|| {
             let y = self.head_forward_t(feats, false);
-            if self.cfg.defects.double_softmax {
-                y
-            } else {
-                y.softmax(-1, Kind::Float)
-            }
+            let p = if self.cfg.defects.double_softmax { y } else { y.softmax(-1, Kind::Float) };
+            p.to_device(Device::Cpu)
         })
     }
 

@@ -445,7 +445,7 @@ fn epoch_order(n: usize, seed: u64, epoch: usize) -> Vec<usize> {
 }
 
 fn argmax(t: &Tensor) -> Vec<i64> {
-    Vec::<i64>::try_from(t.argmax(-1, false)).unwrap_or_default()
+    Vec::<i64>::try_from(t.argmax(-1, false).to_device(tch::Device::Cpu)).unwrap_or_default()
 }
 
 fn labels_vec(t: &Tensor) -> Result<Vec<i64>> {
@@ -467,7 +467,7 @@ fn head_epoch(
         let idx = Tensor::from_slice(&chunk.iter().map(|&i| i as i64).collect::<Vec<_>>());
         let (xb, yb) = (x.index_select(0, &idx), fs.labels.index_select(0, &idx));
         let out = model.head_forward_t(&xb, true);
-        let loss = out.cross_entropy_for_logits(&yb);
+        let loss = out.cross_entropy_for_logits(&yb.to_device(out.device()));
         opt.zero_grad(&model.head_vs);
         loss.backward();
         opt.step(&[&model.head_vs])?;
@@ -481,7 +481,7 @@ fn head_epoch(
 fn head_eval(model: &TransferModel, fs: &FeatureSet, classes: &[String]) -> Result<SplitStats> {
     let (loss, preds) = tch::no_grad(|| {
         let out = model.head_forward_t(&fs.view(0), false);
-        (out.cross_entropy_for_logits(&fs.labels).double_value(&[]), argmax(&out))
+        (out.cross_entropy_for_logits(&fs.labels.to_device(out.device())).double_value(&[]), argmax(&out))
     });
     SplitStats::new(loss, &labels_vec(&fs.labels)?, &preds, classes)
 }
@@ -500,9 +500,10 @@ fn image_epoch(
     for b in dl.iter(epoch as u64) {
         let b = b?;
         let out = model.forward_t(&b.images, true);
-        let main = out.logits.cross_entropy_for_logits(&b.labels);
+        let labels = b.labels.to_device(out.logits.device());
+        let main = out.logits.cross_entropy_for_logits(&labels);
         let loss = match &out.aux {
-            Some(aux) => main + aux.cross_entropy_for_logits(&b.labels) * cfg.aux_weight,
+            Some(aux) => main + aux.cross_entropy_for_logits(&labels) * cfg.aux_weight,
             None => main,
         };
         let tuned = model.cfg.fine_tune_blocks > 0;
@@ -542,7 +543,7 @@ fn image_eval(
         let out = model.forward(&b.images);
         let k = b.paths.len();
         n += k;
-        loss_sum += out.cross_entropy_for_logits(&b.labels).double_value(&[]) * k as f64;
+        loss_sum += out.cross_entropy_for_logits(&b.labels.to_device(out.device())).double_value(&[]) * k as f64;
         ys.extend(labels_vec(&b.labels)?);
         ps.extend(argmax(&out));
         progress(Progress::Step { stage: "val", done: n, total: ds.len() });

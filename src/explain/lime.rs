@@ -96,6 +96,52 @@ pub struct LimeConfig {
     pub seed: u64,
     /// Superpixel algorithm.
     pub segmentation: Segmentation,
+    /// Draw the samples in rounds and stop once the top superpixels are stable
+    /// ([`AdaptiveSampling`]); `num_samples` is then the maximum. `None` (default): exactly
+    /// `num_samples`, as lime.
+    #[serde(default)]
+    pub adaptive: Option<AdaptiveSampling>,
+}
+
+/// The adaptive sampler (in the spirit of S-LIME, Zhou et al. 2021, with a simpler test): the
+/// samples are drawn in rounds of `round` from the same stream as the fixed sampler (so the
+/// first `n` samples are those of a fixed run with `num_samples = n`); after each round, once at
+/// least `min_samples` are in, the local model of every explained class is refitted and its
+/// `top_k` superpixels by |weight| are compared, as a set, with the previous round's. Sampling
+/// stops when the sets of every explained class have stayed the same for `stable_rounds`
+/// consecutive rounds, or at `num_samples`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AdaptiveSampling {
+    /// Samples per round.
+    pub round: usize,
+    /// Never stop before this many samples.
+    pub min_samples: usize,
+    /// Size of the set that must be stable (the notebook shows 5 superpixels).
+    pub top_k: usize,
+    /// Consecutive unchanged rounds needed to stop.
+    pub stable_rounds: usize,
+}
+
+impl Default for AdaptiveSampling {
+    fn default() -> Self {
+        AdaptiveSampling { round: 50, min_samples: 150, top_k: 5, stable_rounds: 3 }
+    }
+}
+
+/// How many samples an explanation used and how stable its top superpixels were.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SamplingReport {
+    /// Samples classified (model calls, one image each), the original included.
+    pub samples_used: usize,
+    /// The maximum (`num_samples`).
+    pub max_samples: usize,
+    /// Whether the adaptive sampler stopped before the maximum.
+    pub stopped_early: bool,
+    /// Consecutive rounds, at the end, over which every class's top-k set was unchanged.
+    pub stable_rounds: usize,
+    /// `(samples, smallest Jaccard index over the explained classes between this round's top-k
+    /// set and the previous round's)` for every round compared; empty for a fixed run.
+    pub history: Vec<(usize, f64)>,
 }
 
 impl Default for LimeConfig {
@@ -109,6 +155,7 @@ impl Default for LimeConfig {
             batch_size: 10,
             seed: 0,
             segmentation: Segmentation::default(),
+            adaptive: None,
         }
     }
 }
@@ -392,6 +439,21 @@ pub fn cosine_distance_to_ones(row: ArrayView1<f64>) -> f64 {
     (1.0 - k / (k.sqrt() * n.sqrt())).clamp(0.0, 2.0)
 }
 
+/// Jaccard index of two sets given as sorted, duplicate-free slices (1 for two empty sets).
+///
+/// ```
+/// assert_eq!(covid_cxr::explain::lime::jaccard(&[1, 2, 3], &[2, 3, 4]), 0.5);
+/// ```
+pub fn jaccard(a: &[usize], b: &[usize]) -> f64 {
+    let inter = a.iter().filter(|x| b.binary_search(x).is_ok()).count();
+    let union = a.len() + b.len() - inter;
+    if union == 0 {
+        1.0
+    } else {
+        inter as f64 / union as f64
+    }
+}
+
 /// Columns of `x` listed in `cols`.
 fn columns(x: ArrayView2<f64>, cols: &[usize]) -> Array2<f64> {
     x.select(Axis(1), cols)
@@ -415,9 +477,20 @@ impl LimeImageExplainer {
         classifier: impl FnMut(&[RgbImage]) -> Result<Vec<Vec<f64>>>,
         cfg: &LimeConfig,
     ) -> Result<Explanation> {
+        Ok(self.explain_instance_report(image, classifier, cfg)?.0)
+    }
+
+    /// [`explain_instance`](Self::explain_instance), with the [`SamplingReport`] (samples used,
+    /// stability) of the adaptive sampler or of the fixed one.
+    pub fn explain_instance_report(
+        &self,
+        image: &RgbImage,
+        classifier: impl FnMut(&[RgbImage]) -> Result<Vec<Vec<f64>>>,
+        cfg: &LimeConfig,
+    ) -> Result<(Explanation, SamplingReport)> {
         check_config(image, cfg)?;
         let segments = cfg.segmentation.segment(image, cfg.seed)?;
-        self.explain_with_segments(image, segments, classifier, cfg)
+        self.explain_with_segments_report(image, segments, classifier, cfg)
     }
 
     /// [`explain_instance`](Self::explain_instance) with a given segmentation (`cfg.segmentation`
@@ -426,26 +499,98 @@ impl LimeImageExplainer {
         &self,
         image: &RgbImage,
         segments: Segments,
-        mut classifier: impl FnMut(&[RgbImage]) -> Result<Vec<Vec<f64>>>,
+        classifier: impl FnMut(&[RgbImage]) -> Result<Vec<Vec<f64>>>,
         cfg: &LimeConfig,
     ) -> Result<Explanation> {
+        Ok(self.explain_with_segments_report(image, segments, classifier, cfg)?.0)
+    }
+
+    /// [`explain_with_segments`](Self::explain_with_segments) with the [`SamplingReport`].
+    pub fn explain_with_segments_report(
+        &self,
+        image: &RgbImage,
+        segments: Segments,
+        mut classifier: impl FnMut(&[RgbImage]) -> Result<Vec<Vec<f64>>>,
+        cfg: &LimeConfig,
+    ) -> Result<(Explanation, SamplingReport)> {
         check_config(image, cfg)?;
         if self.kernel_width.is_nan() || self.kernel_width <= 0.0 {
             return Err(Error::invalid(format!("kernel_width must be > 0, got {}", self.kernel_width)));
         }
+        if let Some(a) = &cfg.adaptive {
+            if a.round == 0 || a.top_k == 0 || a.stable_rounds == 0 {
+                return Err(Error::invalid("LIME: adaptive round, top_k and stable_rounds must be >= 1"));
+            }
+        }
         segments.check_image(image)?;
         let fudged = fudged_image(image, &segments, cfg.hide_color)?;
         let data = sample_matrix(cfg.num_samples, segments.n_segments, cfg.seed);
-        let probs = classify_samples(image, &fudged, &segments, &data, &mut classifier, cfg.batch_size)?;
-        let distances: Array1<f64> = data.rows().into_iter().map(cosine_distance_to_ones).collect();
-        let weights = distances.mapv(|d| kernel(d, self.kernel_width));
+        let weights_all: Array1<f64> =
+            data.rows().into_iter().map(|r| kernel(cosine_distance_to_ones(r), self.kernel_width)).collect();
+        let round = cfg.adaptive.map_or(cfg.num_samples, |a| a.round);
+        let mut report = SamplingReport {
+            samples_used: 0,
+            max_samples: cfg.num_samples,
+            stopped_early: false,
+            stable_rounds: 0,
+            history: Vec::new(),
+        };
+        let mut probs: Option<Array2<f64>> = None;
+        let mut top_labels = Vec::new();
+        let mut previous: Option<Vec<Vec<usize>>> = None;
+        let mut n = 0;
+        while n < cfg.num_samples {
+            let end = (n + round).min(cfg.num_samples);
+            let chunk = data.slice(ndarray::s![n..end, ..]).to_owned();
+            let p = classify_samples(image, &fudged, &segments, &chunk, &mut classifier, cfg.batch_size)?;
+            probs = Some(match probs {
+                None => p,
+                Some(old) => {
+                    if old.ncols() != p.ncols() {
+                        return Err(Error::invalid("LIME: the classifier changed its number of classes"));
+                    }
+                    ndarray::concatenate(Axis(0), &[old.view(), p.view()]).map_err(|e| Error::invalid(e.to_string()))?
+                }
+            });
+            n = end;
+            let pr = probs.as_ref().expect("set above");
+            if top_labels.is_empty() {
+                top_labels = choose_labels(&pr.row(0).to_vec(), cfg)?;
+            }
+            let (Some(a), true) = (cfg.adaptive, n < cfg.num_samples) else { continue };
+            if n < a.min_samples {
+                continue;
+            }
+            let (d, w) = (data.slice(ndarray::s![..n, ..]), weights_all.slice(ndarray::s![..n]));
+            let sets = top_labels
+                .iter()
+                .map(|&l| {
+                    let e = self.explain_label(d, pr.column(l), w, l, cfg.num_features)?;
+                    let mut t: Vec<usize> = e.weights.iter().take(a.top_k).map(|p| p.0).collect();
+                    t.sort_unstable();
+                    Ok(t)
+                })
+                .collect::<Result<Vec<_>>>()?;
+            if let Some(prev) = &previous {
+                let j = sets.iter().zip(prev).map(|(s, p)| jaccard(s, p)).fold(1.0, f64::min);
+                report.history.push((n, j));
+                report.stable_rounds = if j == 1.0 { report.stable_rounds + 1 } else { 0 };
+                if report.stable_rounds >= a.stable_rounds {
+                    report.stopped_early = true;
+                    break;
+                }
+            }
+            previous = Some(sets);
+        }
+        let probs = probs.ok_or_else(|| Error::invalid("LIME: no sample"))?;
+        report.samples_used = n;
+        let (data, weights) = (data.slice(ndarray::s![..n, ..]), weights_all.slice(ndarray::s![..n]));
         let predictions = probs.row(0).to_vec();
-        let top_labels = choose_labels(&predictions, cfg)?;
         let labels = top_labels
             .iter()
-            .map(|&l| self.explain_label(data.view(), probs.column(l), weights.view(), l, cfg.num_features))
+            .map(|&l| self.explain_label(data, probs.column(l), weights, l, cfg.num_features))
             .collect::<Result<Vec<_>>>()?;
-        Ok(Explanation { image: image.clone(), segments, top_labels, labels, predictions })
+        Ok((Explanation { image: image.clone(), segments, top_labels, labels, predictions }, report))
     }
 
     /// lime_base's `explain_instance_with_data` for one class.
@@ -691,5 +836,102 @@ mod tests {
         assert_ne!(a, sample_matrix(50, 7, 4));
         let mean = a.slice(ndarray::s![1.., ..]).mean().unwrap();
         assert!((mean - 0.5).abs() < 0.1);
+    }
+
+    /// An 8 x 8 grid of 8-pixel cells over a 64 x 64 grey image.
+    fn grid() -> (RgbImage, Segments) {
+        let l = Array2::from_shape_fn((64, 64), |(r, c)| ((r / 8) * 8 + c / 8) as i32);
+        (RgbImage::from_pixel(64, 64, image::Rgb([200, 200, 200])), Segments::from_labels(l.view()).unwrap())
+    }
+
+    /// Which cells of a perturbed image are on (hide colour black).
+    fn cells_on(im: &RgbImage) -> Vec<f64> {
+        (0..64).map(|s| if im.get_pixel((s % 8) * 8 + 4, (s / 8) * 8 + 4).0[0] > 0 { 1.0 } else { 0.0 }).collect()
+    }
+
+    /// Class 0's probability is linear in five cells (an easy function for LIME).
+    fn easy(batch: &[RgbImage]) -> Result<Vec<Vec<f64>>> {
+        let w = [(5, 2.0), (6, 1.8), (20, 1.6), (40, 1.4), (63, 1.2)];
+        Ok(batch
+            .iter()
+            .map(|im| {
+                let on = cells_on(im);
+                let p = 0.05 + w.iter().map(|&(s, k)| k * on[s]).sum::<f64>() / 8.5;
+                vec![p, 1.0 - p]
+            })
+            .collect())
+    }
+
+    /// Class 0's probability is a hash of the on/off pattern: no stable top set.
+    fn noise(batch: &[RgbImage]) -> Result<Vec<Vec<f64>>> {
+        Ok(batch
+            .iter()
+            .map(|im| {
+                let h = cells_on(im)
+                    .iter()
+                    .fold(0xcbf2_9ce4_8422_2325u64, |h, &v| (h ^ (v as u64 + 1)).wrapping_mul(0x0100_0000_01b3));
+                let p = (h >> 11) as f64 / (1u64 << 53) as f64;
+                vec![p, 1.0 - p]
+            })
+            .collect())
+    }
+
+    fn adaptive_cfg(max: usize, a: AdaptiveSampling) -> LimeConfig {
+        LimeConfig {
+            top_labels: None,
+            labels: vec![0],
+            hide_color: Some([0, 0, 0]),
+            num_samples: max,
+            seed: 4,
+            adaptive: Some(a),
+            ..Default::default()
+        }
+    }
+
+    fn top5(e: &Explanation) -> Vec<usize> {
+        let mut t: Vec<usize> = e.labels[0].weights.iter().take(5).map(|p| p.0).collect();
+        t.sort_unstable();
+        t
+    }
+
+    #[test]
+    fn adaptive_stops_early_on_an_easy_function_with_the_fixed_top5() {
+        let (img, seg) = grid();
+        let ex = LimeImageExplainer::default();
+        let cfg = adaptive_cfg(1000, AdaptiveSampling::default());
+        let (e, rep) = ex.explain_with_segments_report(&img, seg.clone(), easy, &cfg).unwrap();
+        assert!(rep.stopped_early, "{rep:?}");
+        assert!(rep.samples_used <= 1000 / 3, "{rep:?}");
+        assert_eq!(rep.stable_rounds, 3);
+        assert_eq!(rep.history.last().unwrap().1, 1.0);
+        let fixed = LimeConfig { adaptive: None, ..cfg.clone() };
+        let (f, frep) = ex.explain_with_segments_report(&img, seg.clone(), easy, &fixed).unwrap();
+        assert_eq!((frep.samples_used, frep.stopped_early), (1000, false));
+        assert_eq!(top5(&e), vec![5, 6, 20, 40, 63]);
+        assert_eq!(top5(&e), top5(&f));
+        // deterministic
+        let (e2, rep2) = ex.explain_with_segments_report(&img, seg, easy, &cfg).unwrap();
+        assert_eq!((e.labels.clone(), rep.clone()), (e2.labels, rep2));
+    }
+
+    #[test]
+    fn adaptive_respects_the_maximum_and_equals_fixed_there() {
+        let (img, seg) = grid();
+        let ex = LimeImageExplainer::default();
+        // never stable: runs to the maximum (not a multiple of the round) and equals a fixed run
+        let never = AdaptiveSampling { stable_rounds: 1000, ..Default::default() };
+        let cfg = adaptive_cfg(430, never);
+        let (e, rep) = ex.explain_with_segments_report(&img, seg.clone(), easy, &cfg).unwrap();
+        assert_eq!((rep.samples_used, rep.max_samples, rep.stopped_early), (430, 430, false));
+        let fixed = LimeConfig { adaptive: None, ..cfg };
+        let f = ex.explain_with_segments(&img, seg.clone(), easy, &fixed).unwrap();
+        assert_eq!(e.labels, f.labels);
+        // a function without stable superpixels does not stop early
+        let (_, rep) =
+            ex.explain_with_segments_report(&img, seg.clone(), noise, &adaptive_cfg(400, Default::default())).unwrap();
+        assert!(!rep.stopped_early && rep.samples_used == 400, "{rep:?}");
+        assert!(rep.history.iter().any(|h| h.1 < 1.0));
+        let bad = adaptive_cfg(400, AdaptiveSampling { round: 0, ..Default::default() });
+        assert!(ex.explain_with_segments(&img, seg, easy, &bad).is_err());
     }
 }
