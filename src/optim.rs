@@ -252,11 +252,18 @@ mod tests {
     use tch::nn::{Module, OptimizerConfig};
     use tch::Device;
 
-    /// The tests draw from libtorch's global generator: one at a time.
+    /// Serialises these tests (they compare runs bit for bit).
     static TORCH_RNG: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
+    /// `n` values uniform in [-scale, scale) from a ChaCha stream: not libtorch's global generator,
+    /// which other tests running in parallel threads reseed and draw from.
+    fn uniform(seed: u64, n: usize, scale: f32) -> Vec<f32> {
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+        (0..n).map(|_| rng.random_range(-scale..scale)).collect()
+    }
+
     fn net(seed: i64) -> (nn::VarStore, nn::Sequential) {
-        tch::manual_seed(seed);
         let vs = nn::VarStore::new(Device::Cpu);
         let r = vs.root();
         // sizes with a SIMD tail (5, 3) and a large parameter (4096 x 37, several rayon chunks)
@@ -265,12 +272,18 @@ mod tests {
             .add_fn(|x| x.relu())
             .add(nn::linear(&r / "b", 37, 5, Default::default()))
             .add(nn::linear(&r / "c", 5, 3, Default::default()));
+        tch::no_grad(|| {
+            for (k, (_, mut t)) in vs.variables().into_iter().collect::<BTreeMap<_, _>>().into_iter().enumerate() {
+                let n = t.numel();
+                let v = Tensor::from_slice(&uniform(seed as u64 * 1000 + k as u64, n, 0.05)).view(t.size().as_slice());
+                t.copy_(&v);
+            }
+        });
         (vs, s)
     }
 
     fn loss(s: &nn::Sequential, step: i64) -> Tensor {
-        tch::manual_seed(100 + step);
-        let x = Tensor::randn([6, 4096], (Kind::Float, Device::Cpu));
+        let x = Tensor::from_slice(&uniform(100 + step as u64, 6 * 4096, 1.0)).view([6, 4096]);
         let y = Tensor::from_slice(&[0i64, 1, 2, 0, 1, 2]);
         s.forward(&x).cross_entropy_for_logits(&y)
     }
