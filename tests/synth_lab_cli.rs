@@ -82,6 +82,12 @@ fn synth_masks_shortcut_faithfulness_and_marker_masking() {
         assert!((0.0..=1.0).contains(&x), "{k} {x}");
     }
     assert_eq!(v["films"].as_array().unwrap().len(), 4);
+    // film paths relative to --data (class/name), true wherever the folder moves
+    for film in v["films"].as_array().unwrap() {
+        let image = std::path::PathBuf::from(film["image"].as_str().unwrap());
+        assert!(image.is_relative() && p("split/val").join(&image).is_file(), "{image:?}");
+        assert_eq!(image.parent().unwrap().to_str(), film["class"].as_str(), "{film}");
+    }
     assert!(p("f_grid.png").is_file() && p("f_curves.png").is_file());
     // without masks (real films): every film, curves but no pointing
     run_ok(&mut f("g.json", &["--limit", "2"]));

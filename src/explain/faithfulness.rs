@@ -9,6 +9,9 @@
 //!   black, LIME's hide colour 0) or inserted into a blurred copy, in `steps` equal steps, and
 //!   the areas under them (low for deletion and high for insertion mean a faithful map).
 //!
+//! [`measure_film`] measures both explanations of one film's true class (what `covid-cxr
+//! faithfulness` does for each film of a folder), and [`summarize`] averages a set of films.
+//!
 //! ```
 //! use covid_cxr::explain::faithfulness::{energy_in_mask, pointing};
 //! let map = ndarray::array![[0.0, 0.2], [0.9, 0.1]];
@@ -17,13 +20,19 @@
 //! assert!((energy_in_mask(map.view(), mask.view()) - 0.75).abs() < 1e-12);
 //! ```
 
+use crate::data::ImageFolder;
 use crate::error::{Error, Result};
-use crate::explain::lime::LabelExplanation;
+use crate::explain::gradcam::{cam_maps, grad_cam_classes};
+use crate::explain::lime::{LabelExplanation, LimeConfig, LimeImageExplainer};
+use crate::explain::model_glue::{lime_classifier, model_view, to_batch};
 use crate::explain::segmentation::Segments;
+use crate::explain::Colormap;
+use crate::model::TransferModel;
 use crate::transforms::{Compose, Transform};
 use image::{DynamicImage, RgbImage};
 use ndarray::{Array2, ArrayView2};
 use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
 
 fn check_dims<A, B>(a: ArrayView2<A>, b: ArrayView2<B>, what: &str) -> Result<()> {
     if a.dim() != b.dim() {
@@ -285,6 +294,307 @@ pub fn curves_figure(named: &[(String, Curves)]) -> Result<crate::plot::Figure> 
     }))
 }
 
+/// Settings of [`measure_film`] (the defaults are `covid-cxr faithfulness`'s).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FaithfulnessOptions {
+    /// LIME samples per film (at least 2; each is one model input).
+    pub samples: usize,
+    /// LIME's seed.
+    pub seed: u64,
+    /// Steps of the deletion/insertion curves (0: no curves; each step costs 4 model inputs).
+    pub steps: usize,
+    /// LIME: images per model call.
+    pub batch_size: usize,
+}
+
+impl Default for FaithfulnessOptions {
+    fn default() -> Self {
+        FaithfulnessOptions { samples: 300, seed: 0, steps: 10, batch_size: 8 }
+    }
+}
+
+/// One film's measures: both explanations of its true class.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FilmScores {
+    /// The film.
+    pub path: PathBuf,
+    /// Its true class (index into the model's classes).
+    pub label: usize,
+    /// The model's probability of the true class.
+    pub probability: f64,
+    /// The model's top class.
+    pub predicted: usize,
+    /// The share of the film (as the model sees it) inside the mask, when a mask was given: the
+    /// energy a map blind to the lesion would score.
+    pub mask_share: Option<f64>,
+    /// Grad-CAM (Mixed_7c) for the true class.
+    pub gradcam: MapScores,
+    /// LIME's superpixel weights for the true class, as a heatmap; its pointing is LIME's own
+    /// ([`lime_pointing`]).
+    pub lime: MapScores,
+    /// LIME's number of superpixels.
+    pub lime_segments: usize,
+}
+
+fn class_name(classes: &[String], k: usize) -> String {
+    classes.get(k).cloned().unwrap_or_else(|| format!("class {k}"))
+}
+
+fn point_mark(p: Option<bool>) -> &'static str {
+    match p {
+        Some(true) => ": hit",
+        Some(false) => ": miss",
+        None => "",
+    }
+}
+
+fn fmt3(v: Option<f64>) -> String {
+    v.filter(|x| x.is_finite()).map(|x| format!("{x:.3}")).unwrap_or_else(|| "n/a".into())
+}
+
+impl FilmScores {
+    /// Titles of the four tiles of [`measure_film`]: the class and its probability, the mask, and
+    /// each method with its pointing game (hit or miss).
+    pub fn tile_titles(&self, classes: &[String]) -> [String; 4] {
+        [
+            format!("{} (p {:.2})", class_name(classes, self.label), self.probability),
+            if self.mask_share.is_some() { "mask (red)".into() } else { "no mask".into() },
+            format!("Grad-CAM{}", point_mark(self.gradcam.pointing)),
+            format!("LIME{}", point_mark(self.lime.pointing)),
+        ]
+    }
+
+    /// One line: the film's name, its class, probability and prediction, and both methods'
+    /// pointing game and energy in the mask.
+    pub fn line(&self, classes: &[String]) -> String {
+        let name = self.path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        let hit = |p: Option<bool>| match p {
+            Some(true) => "hit",
+            Some(false) => "miss",
+            None => "n/a",
+        };
+        format!(
+            "{name}: {} p {:.2}, predicted {} | Grad-CAM pointing {} energy {} | LIME pointing {} energy {} | mask share {}",
+            class_name(classes, self.label),
+            self.probability,
+            class_name(classes, self.predicted),
+            hit(self.gradcam.pointing),
+            fmt3(self.gradcam.energy),
+            hit(self.lime.pointing),
+            fmt3(self.lime.energy),
+            fmt3(self.mask_share),
+        )
+    }
+}
+
+/// The films of `ds` to measure against the masks at `masks/<class>/<file name>` (white =
+/// evidence): `(path, label, mask path)` of those whose mask exists and is not empty, and the
+/// counts of films without a mask and with an empty one.
+pub fn films_with_masks(ds: &ImageFolder, masks: &Path) -> Result<(Vec<(PathBuf, usize, PathBuf)>, usize, usize)> {
+    if !masks.is_dir() {
+        return Err(Error::dataset(masks, "the masks folder does not exist"));
+    }
+    let (mut films, mut no_mask, mut empty_mask) = (Vec::new(), 0usize, 0usize);
+    for (p, l) in &ds.samples {
+        let name = p.file_name().ok_or_else(|| Error::dataset(p, "a film without a file name"))?;
+        let mp = masks.join(class_name(&ds.classes, *l as usize)).join(name);
+        if !mp.is_file() {
+            no_mask += 1;
+        } else if crate::imageio::open_image(&mp)?.to_luma8().pixels().any(|v| v[0] >= 128) {
+            films.push((p.clone(), *l as usize, mp));
+        } else {
+            empty_mask += 1;
+        }
+    }
+    Ok((films, no_mask, empty_mask))
+}
+
+/// Measures Grad-CAM and LIME of one film's true class `label`: their pointing game and energy in
+/// the mask at `mask` (a ground-truth image of the evidence, white on black, the film's size;
+/// see [`crate::synth::generate_with_masks`]) and, with `opts.steps > 0`, their deletion and
+/// insertion curves. The film is seen through `preprocessing` (the model's inference
+/// transforms). Returns the scores and four tiles for a figure: the film as the model sees it,
+/// the mask in red on it, Grad-CAM over it, and LIME's heatmap (blue for the class); their titles
+/// are [`FilmScores::tile_titles`].
+///
+/// LIME dominates the cost: `opts.samples` model inputs per film.
+pub fn measure_film(
+    model: &TransferModel,
+    preprocessing: &Compose,
+    path: &Path,
+    label: usize,
+    mask: Option<&Path>,
+    opts: &FaithfulnessOptions,
+) -> Result<(FilmScores, [RgbImage; 4])> {
+    if opts.samples < 2 {
+        return Err(Error::invalid("faithfulness: samples must be at least 2 (LIME needs perturbed samples)"));
+    }
+    let img = crate::imageio::open_image(path)?;
+    let view = model_view(&img, preprocessing)?;
+    let x = to_batch(std::slice::from_ref(&view), preprocessing)?;
+    let probs: Vec<f64> =
+        Vec::<f64>::try_from(tch::no_grad(|| model.predict_proba(&x)).to_kind(tch::Kind::Double).get(0))?;
+    let probability = *probs.get(label).ok_or_else(|| {
+        Error::invalid(format!("{}: class {label}, but the model has {} classes", path.display(), probs.len()))
+    })?;
+    let predicted = (0..probs.len()).max_by(|a, b| probs[*a].total_cmp(&probs[*b])).unwrap_or(0);
+    let mask = match mask {
+        Some(mp) => Some(mask_view(&crate::imageio::open_image(mp)?, preprocessing)?),
+        None => None,
+    };
+    let cam = cam_maps(&grad_cam_classes(model, &x, &[label as i64])?)?
+        .pop()
+        .ok_or_else(|| Error::invalid("Grad-CAM returned no map"))?;
+    let cfg = LimeConfig {
+        top_labels: None,
+        labels: vec![label],
+        hide_color: Some([0; 3]),
+        num_samples: opts.samples,
+        batch_size: opts.batch_size,
+        seed: opts.seed,
+        ..LimeConfig::default()
+    };
+    let mut classify = lime_classifier(model, preprocessing);
+    let exp = LimeImageExplainer::default().explain_instance(&view, &mut classify, &cfg)?;
+    let heat = exp.heatmap(label)?;
+    let mv = mask.as_ref().map(|a| a.view());
+    let gradcam = score_map(&view, cam.mapv(f64::from).view(), mv, label, opts.steps, &mut classify)?;
+    let mut lime = score_map(&view, heat.view(), mv, label, opts.steps, &mut classify)?;
+    if let Some(mk) = &mask {
+        lime.pointing = Some(lime_pointing(exp.label(label)?, &exp.segments, mk.view())?);
+    }
+    let mask_img = match &mask {
+        Some(mk) => RgbImage::from_fn(view.width(), view.height(), |c, r| {
+            let p = view.get_pixel(c, r).0;
+            if mk[[r as usize, c as usize]] {
+                image::Rgb([p[0] / 2 + 127, p[1] / 2, p[2] / 2])
+            } else {
+                image::Rgb(p)
+            }
+        }),
+        None => view.clone(),
+    };
+    let lim = heat.iter().fold(1e-12f64, |a, v| a.max(v.abs()));
+    let tiles = [
+        view.clone(),
+        mask_img,
+        crate::explain::overlay(&view, cam.view(), Colormap::Jet, 0.45)?,
+        crate::plot::heatmap_image(heat.view(), Colormap::RdBu, -lim, lim),
+    ];
+    let scores = FilmScores {
+        path: path.to_path_buf(),
+        label,
+        probability,
+        predicted,
+        mask_share: mask.as_ref().map(|mk| mk.iter().filter(|&&v| v).count() as f64 / mk.len().max(1) as f64),
+        gradcam,
+        lime,
+        lime_segments: exp.segments.n_segments,
+    };
+    Ok((scores, tiles))
+}
+
+/// The means over a set of films, as `covid-cxr faithfulness` reports them. A figure is `None`
+/// when no film has it (pointing and energy need masks, the curves `steps > 0`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FaithfulnessSummary {
+    /// Films.
+    pub n: usize,
+    /// Share of films whose top class is the true class.
+    pub accuracy: Option<f64>,
+    /// Share of films (with a mask) where Grad-CAM's maximum is inside the mask.
+    pub gradcam_pointing: Option<f64>,
+    /// Share of films (with a mask) where LIME's most positive superpixel overlaps the mask.
+    pub lime_pointing: Option<f64>,
+    /// Mean share of Grad-CAM's positive mass inside the mask.
+    pub gradcam_energy: Option<f64>,
+    /// Mean share of LIME's positive mass inside the mask.
+    pub lime_energy: Option<f64>,
+    /// Mean share of the film inside the mask (what a blind map would score as energy).
+    pub mask_share: Option<f64>,
+    /// Grad-CAM's mean deletion and insertion curves.
+    pub gradcam_curves: Option<Curves>,
+    /// LIME's mean deletion and insertion curves.
+    pub lime_curves: Option<Curves>,
+}
+
+fn mean(xs: impl Iterator<Item = f64>) -> Option<f64> {
+    let (sum, n) = xs.fold((0.0, 0usize), |(s, n), x| (s + x, n + 1));
+    (n > 0).then(|| sum / n as f64)
+}
+
+/// The means of [`FilmScores`] over films (`None` where no film has the figure).
+///
+/// ```
+/// use covid_cxr::explain::faithfulness::{summarize, FilmScores, MapScores};
+/// let film = |label, hit, energy| FilmScores {
+///     path: "f.png".into(), label, probability: 0.9, predicted: 0, mask_share: Some(0.1),
+///     gradcam: MapScores { pointing: Some(hit), energy: Some(energy), curves: None },
+///     lime: MapScores { pointing: Some(true), energy: Some(0.5), curves: None },
+///     lime_segments: 40,
+/// };
+/// let s = summarize(&[film(0, true, 0.6), film(2, false, 0.2)]);
+/// assert_eq!((s.n, s.accuracy, s.gradcam_pointing, s.lime_pointing), (2, Some(0.5), Some(0.5), Some(1.0)));
+/// assert!((s.gradcam_energy.unwrap() - 0.4).abs() < 1e-12);
+/// assert!(s.gradcam_curves.is_none());
+/// assert!(s.to_string().starts_with("films 2: Grad-CAM pointing 0.500 energy 0.400 | LIME pointing 1.000"));
+/// ```
+pub fn summarize(films: &[FilmScores]) -> FaithfulnessSummary {
+    let share = |f: &dyn Fn(&FilmScores) -> Option<bool>| mean(films.iter().filter_map(f).map(|b| b as u8 as f64));
+    let avg = |f: &dyn Fn(&FilmScores) -> Option<f64>| mean(films.iter().filter_map(f));
+    let curves =
+        |f: &dyn Fn(&FilmScores) -> Option<&Curves>| mean_curves(&films.iter().filter_map(f).collect::<Vec<_>>());
+    FaithfulnessSummary {
+        n: films.len(),
+        accuracy: share(&|r| Some(r.predicted == r.label)),
+        gradcam_pointing: share(&|r| r.gradcam.pointing),
+        lime_pointing: share(&|r| r.lime.pointing),
+        gradcam_energy: avg(&|r| r.gradcam.energy),
+        lime_energy: avg(&|r| r.lime.energy),
+        mask_share: avg(&|r| r.mask_share),
+        gradcam_curves: curves(&|r| r.gradcam.curves.as_ref()),
+        lime_curves: curves(&|r| r.lime.curves.as_ref()),
+    }
+}
+
+impl FaithfulnessSummary {
+    /// The mean curves of both methods in one chart (`None` without curves).
+    pub fn curves_figure(&self) -> Result<Option<crate::plot::Figure>> {
+        let named: Vec<(String, Curves)> = [("Grad-CAM", &self.gradcam_curves), ("LIME", &self.lime_curves)]
+            .into_iter()
+            .filter_map(|(k, c)| c.clone().map(|c| (k.to_string(), c)))
+            .collect();
+        if named.is_empty() {
+            return Ok(None);
+        }
+        curves_figure(&named).map(Some)
+    }
+}
+
+impl std::fmt::Display for FaithfulnessSummary {
+    /// One line: pointing and energy of both methods, the mask share, and the curves' areas
+    /// (`n/a` where there are none).
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let auc = |c: &Option<Curves>, deletion: bool| {
+            fmt3(c.as_ref().map(|c| if deletion { c.deletion_auc } else { c.insertion_auc }))
+        };
+        write!(
+            f,
+            "films {}: Grad-CAM pointing {} energy {} | LIME pointing {} energy {} | mask share {} | deletion AUC Grad-CAM {} LIME {} | insertion AUC Grad-CAM {} LIME {}",
+            self.n,
+            fmt3(self.gradcam_pointing),
+            fmt3(self.gradcam_energy),
+            fmt3(self.lime_pointing),
+            fmt3(self.lime_energy),
+            fmt3(self.mask_share),
+            auc(&self.gradcam_curves, true),
+            auc(&self.lime_curves, true),
+            auc(&self.gradcam_curves, false),
+            auc(&self.lime_curves, false),
+        )
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -346,6 +656,56 @@ mod tests {
         assert!((m.deletion_auc - 0.5 * (g.deletion_auc + b.deletion_auc)).abs() < 1e-12);
         assert!(deletion_insertion(&img, array![[1.0]].view(), 0, 4, &mut left_board).is_err());
         assert!(deletion_insertion(&img, good.view(), 5, 4, &mut left_board).is_err());
+    }
+
+    #[test]
+    fn summary_of_nothing_and_of_films_without_masks() {
+        let s = summarize(&[]);
+        assert_eq!((s.n, s.accuracy, s.gradcam_energy), (0, None, None));
+        assert!(s.to_string().contains("pointing n/a energy n/a"), "{s}");
+        let c = Curves {
+            fractions: vec![0.0, 1.0],
+            deletion: vec![1.0, 0.0],
+            insertion: vec![0.0, 1.0],
+            deletion_auc: 0.5,
+            insertion_auc: 0.5,
+        };
+        let film = FilmScores {
+            path: "d/covid/a.png".into(),
+            label: 0,
+            probability: 0.25,
+            predicted: 2,
+            mask_share: None,
+            gradcam: MapScores { curves: Some(c.clone()), ..MapScores::default() },
+            lime: MapScores::default(),
+            lime_segments: 3,
+        };
+        let s = summarize(&[film.clone()]);
+        assert_eq!((s.accuracy, s.gradcam_pointing, s.lime_curves.as_ref()), (Some(0.0), None, None));
+        assert_eq!(s.gradcam_curves.as_ref(), Some(&c));
+        let line = s.to_string();
+        assert!(
+            line.ends_with("deletion AUC Grad-CAM 0.500 LIME n/a | insertion AUC Grad-CAM 0.500 LIME n/a"),
+            "{line}"
+        );
+        assert!(s.curves_figure().unwrap().is_some() && summarize(&[]).curves_figure().unwrap().is_none());
+        let classes: Vec<String> = ["covid", "normal", "pneumonia"].map(String::from).to_vec();
+        assert_eq!(film.tile_titles(&classes), ["covid (p 0.25)", "no mask", "Grad-CAM", "LIME"].map(String::from));
+        assert_eq!(film.line(&classes[..1]), "a.png: covid p 0.25, predicted class 2 | Grad-CAM pointing n/a energy n/a | LIME pointing n/a energy n/a | mask share n/a");
+    }
+
+    #[test]
+    fn films_with_masks_skips_missing_and_empty_masks() {
+        let dir = tempfile::tempdir().unwrap();
+        let (data, masks) = (dir.path().join("data"), dir.path().join("masks"));
+        let cfg = crate::synth::SynthConfig { width_range: (64, 64), ..crate::synth::SynthConfig::new(2, 5) };
+        crate::synth::generate_with_masks(&data, Some(&masks), &cfg, |_| {}).unwrap();
+        std::fs::remove_file(masks.join("covid/synth_covid_00001.png")).unwrap();
+        let ds = ImageFolder::open(&data, Compose::notebook_val(64)).unwrap();
+        let (films, no_mask, empty) = films_with_masks(&ds, &masks).unwrap();
+        assert_eq!((films.len(), no_mask, empty), (3, 1, 2)); // normal masks are empty
+        assert!(films.iter().all(|(p, l, m)| ds.classes[*l] != "normal" && p.file_name() == m.file_name()));
+        assert!(films_with_masks(&ds, &dir.path().join("nowhere")).unwrap_err().to_string().contains("nowhere"));
     }
 
     #[test]
