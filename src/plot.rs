@@ -203,6 +203,28 @@ pub fn image_grid_rgb(imgs: &[RgbImage], titles: &[String], ncols: usize) -> Res
     Ok(fig)
 }
 
+/// One image at its own size under a title, as a figure (to show a saved PNG, such as a grid the
+/// shortcut lab wrote, inline without shrinking it into a grid tile).
+///
+/// ```
+/// let img = image::RgbImage::from_pixel(40, 30, image::Rgb([200, 0, 0]));
+/// let fig = covid_cxr::plot::image_figure(&img, "red").unwrap();
+/// assert_eq!((fig.width, fig.height), (40, 30 + 26));
+/// assert!(fig.svg.contains("red"));
+/// ```
+pub fn image_figure(img: &RgbImage, title: &str) -> Result<Figure> {
+    if img.width() == 0 || img.height() == 0 {
+        return Err(Error::invalid("image_figure: empty image"));
+    }
+    let title_h = 26u32;
+    Ok(figure!(img.width(), img.height() + title_h, |root| {
+        let (top, rest) = root.split_vertically(title_h);
+        top.draw(&Text::new(title.to_string(), (6, 4), ("sans-serif", 18).into_font().color(&BLACK)))
+            .map_err(plot_err)?;
+        draw_image(&rest, img)
+    }))
+}
+
 // ---------------------------------------------------------------------------------------------
 // Building blocks shared by the figures below.
 // ---------------------------------------------------------------------------------------------
