@@ -46,6 +46,8 @@ pub enum FaithfulnessCmd {
         /// Output JSON; figures are written beside it (<stem>_grid.png, <stem>_curves.png).
         #[arg(long)]
         json: PathBuf,
+        #[command(flatten)]
+        hw: crate::cli_hw::HwArgs,
     },
 }
 
@@ -82,7 +84,7 @@ impl Film {
 
 /// Runs the subcommand.
 pub fn run(c: FaithfulnessCmd) -> Result<()> {
-    let FaithfulnessCmd::Faithfulness { model, data, masks, samples, seed, limit, steps, batch_size, json } = c;
+    let FaithfulnessCmd::Faithfulness { model, data, masks, samples, seed, limit, steps, batch_size, json, hw } = c;
     if samples < 2 {
         bail!("--samples must be at least 2 (LIME needs perturbed samples)");
     }
@@ -94,8 +96,9 @@ pub fn run(c: FaithfulnessCmd) -> Result<()> {
     if let Some(dir) = json.parent().filter(|p| !p.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     }
-    let (m, manifest) =
+    let (mut m, manifest) =
         covid_cxr::checkpoint::load(&model).with_context(|| format!("loading the run {}", model.display()))?;
+    hw.apply(&mut m)?;
     let tf = manifest.preprocessing.clone();
     let ds = covid_cxr::data::ImageFolder::open(&data, tf.clone())
         .with_context(|| format!("opening {}", data.display()))?;

@@ -31,7 +31,7 @@ impl HwArgs {
             self.precision
         };
         let (d, h) = HardwareChoice::resolve(p, self.device)?;
-        eprintln!("device {} ({}); precision {:?} ({})", h.device, h.device_reason, h.precision, h.precision_reason);
+        eprintln!("{h}");
         Ok((d, h))
     }
 

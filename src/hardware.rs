@@ -112,6 +112,33 @@ impl HardwareChoice {
             },
         ))
     }
+
+    /// Resolves both choices and moves `model` there (precision, then device): what the command
+    /// line's `--precision auto --device auto` does, for a notebook cell.
+    ///
+    /// ```no_run
+    /// use covid_cxr::prelude::*;
+    /// let mut model = TransferModel::pretrained(&TransferConfig::default())?;
+    /// let hw = HardwareChoice::apply(&mut model, PrecisionChoice::Auto, DeviceChoice::Auto)?;
+    /// println!("{hw}");
+    /// # Ok::<(), covid_cxr::Error>(())
+    /// ```
+    pub fn apply(
+        model: &mut crate::model::TransferModel,
+        precision: PrecisionChoice,
+        device: DeviceChoice,
+    ) -> Result<HardwareChoice> {
+        let (d, h) = HardwareChoice::resolve(precision, device)?;
+        model.set_precision(h.precision);
+        model.to_device(d);
+        Ok(h)
+    }
+}
+
+impl std::fmt::Display for HardwareChoice {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "device {} ({}); precision {:?} ({})", self.device, self.device_reason, self.precision, self.precision_reason)
+    }
 }
 
 /// `"cpu"`, `"cuda:0"`, ...

@@ -371,6 +371,7 @@ fn demo_model(work: &Path, seed: u64, explain_samples: usize, steps: usize, hw: 
         steps: 0,
         batch_size: 8,
         json: work.join("explain/faithfulness.json"),
+        hw,
     })
 }
 

@@ -277,9 +277,29 @@ struct Blob {
     soft: f32,
     /// How much the patch texture modulates the density (0: uniform, 1: very patchy).
     patchy: f32,
+    /// Amplitude of a fine reticular net over the opacity (0: none; ground glass with
+    /// interlobular septal thickening, "crazy paving", in covid).
+    reticular: f32,
+    /// Spacing of that net in pixels.
+    spacing: f32,
 }
 
 impl Blob {
+    /// The reticular net's modulation at (x, y): 1 without a net; with one, thin lines in two
+    /// directions (the blob's angle, bent by the smooth noise `wobble`) at full density and the haze between them at 35%.
+    fn net(&self, x: f32, y: f32, wobble: f32) -> f32 {
+        if self.reticular <= 0.0 {
+            return 1.0;
+        }
+        let (s, c) = self.angle.sin_cos();
+        // the smooth noise bends the lines, so that the net is irregular
+        let bend = 0.9 * (wobble - 0.5);
+        let (u, v) = ((x * c + y * s) / self.spacing + bend, (-x * s + y * c) / self.spacing - bend);
+        let d = (u - u.round()).abs().min((v - v.round()).abs());
+        let line = 1.0 - smoothstep(0.08, 0.2, d);
+        1.0 - self.reticular + self.reticular * (0.35 + 0.65 * line)
+    }
+
     /// The blob's opacity at (x, y) in [0, density], before the patch texture; `wobble` in
     /// [0, 1] (a smooth noise) makes the border irregular.
     fn at(&self, x: f32, y: f32, wobble: f32) -> f32 {
@@ -339,9 +359,12 @@ fn sample_lesions(rng: &mut impl Rng, class: &str, a: &Anatomy, w: f32, h: f32, 
                     rx: a.lung_w * rng.random_range(0.5..0.7) * scale,
                     ry: lh * rng.random_range(0.24..0.36) * scale,
                     angle: rng.random_range(-0.5..0.5),
-                    density: rng.random_range(0.55..0.7) * evidence,
+                    density: rng.random_range(0.62..0.8) * evidence,
                     soft: rng.random_range(0.3..0.5),
-                    patchy: rng.random_range(0.3..0.5),
+                    // consolidation is fairly homogeneous
+                    patchy: rng.random_range(0.15..0.3),
+                    reticular: 0.0,
+                    spacing: 1.0,
                 });
             }
         }
@@ -358,9 +381,11 @@ fn sample_lesions(rng: &mut impl Rng, class: &str, a: &Anatomy, w: f32, h: f32, 
                     rx: a.lung_w * r * rng.random_range(0.8..1.2),
                     ry: lh * r * 0.7 * rng.random_range(0.8..1.2),
                     angle: rng.random_range(-0.8..0.8),
-                    density: rng.random_range(0.36..0.46) * evidence,
+                    density: rng.random_range(0.5..0.62) * evidence,
                     soft: rng.random_range(0.5..0.7),
                     patchy: rng.random_range(0.5..0.7),
+                    reticular: rng.random_range(0.55..0.75),
+                    spacing: w * rng.random_range(0.022..0.03),
                 });
             }
         }
@@ -387,7 +412,7 @@ fn lesion_at(blobs: &[Blob], lung: f32, patch: f32, x: f32, y: f32) -> f32 {
     for b in blobs {
         let o = b.at(x, y, patch);
         if o > 0.0 {
-            v = v.max(o * (1.0 - b.patchy * 0.5 + b.patchy * (patch - 0.5)));
+            v = v.max(o * (1.0 - b.patchy * 0.5 + b.patchy * (patch - 0.5)) * b.net(x, y, patch));
         }
     }
     v * lung
