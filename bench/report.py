@@ -137,6 +137,28 @@ def scaling_section(rows, scal):
     return "\n".join(out)
 
 
+def stability_section(st, meta):
+    summary = next((d for d in st if d.get("summary")), None)
+    films = [d for d in st if not d.get("summary")]
+    if not summary:
+        return "(written by bench/run.sh --stability)"
+    counts = [c for c, _ in summary["top5_overlap_between_seeds"]]
+    out = [f"{summary['images']} validation films of `{meta.get('data', '?')}` (2 per class), {summary['seeds']} LIME seeds "
+           f"per film, superpixels fixed; load average at the start: {meta.get('load_start', '?')}.", "",
+           "Mean overlap |A ∩ B| / 5 of the top-5 superpixels between two seeds (1 = the same five):", "",
+           "| film | superpixels | " + " | ".join(f"{c} samples" for c in counts) + " | adaptive: samples used | adaptive top 5 vs fixed 1000 (same seed) |",
+           "|---|---:|" + "---:|" * len(counts) + "---|---:|"]
+    for d in films:
+        name = os.path.join(*d["image"].split("/")[-2:])
+        ov = " | ".join(f"{v:.2f}" for _, v in d["top5_overlap_between_seeds"])
+        used = ", ".join(str(int(u)) for u in d["adaptive_samples_used"])
+        out.append(f"| {name} | {d['n_segments']} | {ov} | {used} | {d['adaptive_overlap_with_fixed1000_same_seed']:.2f} |")
+    ov = " | ".join(f"**{v:.2f}**" for _, v in summary["top5_overlap_between_seeds"])
+    out.append(f"| **all** | | {ov} | mean **{summary['adaptive_mean_samples']:.0f}**, max {summary['adaptive_max_samples']:.0f} | "
+               f"**{summary['adaptive_overlap_with_fixed1000_same_seed']:.2f}** |")
+    return "\n".join(out)
+
+
 def replace(text, name, body):
     begin, end = f"<!-- BEGIN {name} -->", f"<!-- END {name} -->"
     block = f"{begin}\n{body}\n{end}"
@@ -147,13 +169,17 @@ def replace(text, name, body):
 
 def main():
     res, out = sys.argv[1], sys.argv[2]
-    rows, meta, scal = [], {}, []
+    rows, meta, scal, st, st_meta = [], {}, [], [], {}
     for line in open(res):
         d = json.loads(line)
         if "meta" in d:
             meta = d["meta"]
         elif "scaling" in d:
             scal.append(d["scaling"])
+        elif "meta_stability" in d:
+            st_meta = d["meta_stability"]
+        elif "stability" in d:
+            st.append(d["stability"])
         else:
             rows.append(d)
     text = open(out).read() if os.path.exists(out) else "# Benchmarks\n"
@@ -162,6 +188,8 @@ def main():
         text = replace(text, "stages", stages_section(rows, meta))
     if scal:
         text = replace(text, "scaling", scaling_section(rows, scal))
+    if st:
+        text = replace(text, "lime-stability", stability_section(st, st_meta))
     tmp = out + ".partial"
     with open(tmp, "w") as f:
         f.write(text)

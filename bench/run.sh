@@ -6,6 +6,8 @@
 #   bench/run.sh --quick         # every stage, 1 repetition, small sizes (LIME at 100 samples): minutes
 #   bench/run.sh --scaling       # feature extraction + training at 1000 4000 15000 synthetic films
 #   bench/run.sh --scaling "1000 4000"   # chosen sizes
+#   bench/run.sh --stability     # LIME's top-5 stability between seeds at 250/500/1000/2000 samples and the
+#                                # adaptive sampler against fixed 1000, on 6 real validation films (3 seeds)
 #
 # Options: --stages "augment split load backbone epoch recipe lime gradcam evaluate" (a subset; default
 # all; lime, gradcam and evaluate need recipe), --no-build (use the built binary as it is), --reps N, --data DIR (an ImageFolder; default ../shared/data/cxr-small/train, else
@@ -21,7 +23,7 @@ set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 CACHE="${COVID_CXR_CACHE:-$HOME/.cache/covid-cxr}"
 TORCH_VERSION=2.13.0
-quick=0 reps="" data="" out="$ROOT/BENCHMARKS.md" scaling="" keep=0 do_stages=1 build=1
+quick=0 reps="" data="" out="$ROOT/BENCHMARKS.md" scaling="" keep=0 do_stages=1 build=1 stability=0
 stages="augment split load backbone epoch recipe lime gradcam evaluate"
 while (($#)); do
   case "$1" in
@@ -32,10 +34,11 @@ while (($#)); do
     --keep) keep=1 ;;
     --no-build) build=0 ;;
     --stages) stages="$2"; shift ;;
+    --stability) do_stages=0; stability=1 ;;
     --scaling)
       do_stages=0
       if [[ $# -gt 1 && "$2" =~ ^[0-9\ ]+$ ]]; then scaling="$2"; shift; else scaling="1000 4000 15000"; fi ;;
-    -h|--help) sed -n 2,20p "$0"; exit 0 ;;
+    -h|--help) sed -n 2,22p "$0"; exit 0 ;;
     *) echo "bench/run.sh: unknown option $1" >&2; exit 2 ;;
   esac
   shift
@@ -52,6 +55,7 @@ source "$ROOT/scripts/env.sh"
 if ((build)); then
   log "building covid-cxr (release)"
   (cd "$ROOT" && cargo build --release --quiet --bin covid-cxr)
+  ((stability)) && (cd "$ROOT" && cargo build --release --quiet --example lime_stability)
 fi
 BIN="${CARGO_TARGET_DIR:-$ROOT/target}/release/covid-cxr"
 WEIGHTS_ST="$("$BIN" weights)"
@@ -196,6 +200,21 @@ if [[ -n "$scaling" ]]; then
   done
 fi
 
-cp "$RES" "$ROOT/bench/last-results.jsonl"
+if ((stability)); then
+  # a model trained with the defaults on the split, then 2 validation films of each class
+  "$BIN" split "$data" "$W/st-split" --ratio 0.8,0.2 --seed 1337 >/dev/null
+  "$BIN" train --data "$W/st-split" --out "$W/st-run" >/dev/null 2>"$W/st-train.log"
+  mapfile -t films < <(for c in "$W/st-split/val"/*/; do find "$c" -maxdepth 1 -type f | sort | head -n 2; done)
+  log "LIME stability: ${#films[@]} films, 3 seeds, 250/500/1000/2000 samples"
+  echo "{\"meta_stability\": {\"load_start\": \"$(cut -d' ' -f1-3 /proc/loadavg)\", \"data\": \"$data\"}}" >>"$RES"
+  /usr/bin/time -f '%e %M' -o "$W/time" "${CARGO_TARGET_DIR:-$ROOT/target}/release/examples/lime_stability" \
+    "$W/st-run" 3 "${films[@]}" | tee -a "$W/stability.jsonl" | sed 's/^/[stability] /' >&2
+  "$PY" -c 'import json,sys; [print(json.dumps({"stability": json.loads(l)})) for l in open(sys.argv[1]) if l.startswith("{")]' \
+    "$W/stability.jsonl" >>"$RES"
+fi
+
+# raw figures of each kind of run, kept apart so that one kind does not erase another's
+if ((do_stages)); then kind=stages; elif ((stability)); then kind=stability; else kind=scaling; fi
+cp "$RES" "$ROOT/bench/last-$kind.jsonl"
 "$PY" "$ROOT/bench/report.py" "$RES" "$out"
-log "wrote $out (raw figures: bench/last-results.jsonl)"
+log "wrote $out (raw figures: bench/last-$kind.jsonl)"

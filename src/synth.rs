@@ -337,9 +337,11 @@ fn point_in_lung(
     best
 }
 
-/// The opacities drawn into the lungs for a class: one or two dense, fairly sharp consolidations
-/// in one lung (sometimes a second in the other) for pneumonia, several hazy patchy ground-glass
-/// opacities in both lungs, mostly peripheral and lower, for covid, none for normal.
+/// The opacities drawn into the lungs for a class: for pneumonia one or two dense, fairly sharp,
+/// homogeneous consolidations in one lung (sometimes a second in the other) and three to five
+/// small ill-defined patchy foci scattered through both lungs (bronchopneumonia); for covid four to six hazy
+/// ground-glass opacities in both lungs, mostly peripheral and lower, with a fine reticular net
+/// ("crazy paving"); none for normal.
 /// `evidence` scales the densities (1 is the default).
 fn sample_lesions(rng: &mut impl Rng, class: &str, a: &Anatomy, w: f32, h: f32, evidence: f32) -> Vec<Blob> {
     let lh = a.lung_base - a.lung_top;
@@ -356,13 +358,31 @@ fn sample_lesions(rng: &mut impl Rng, class: &str, a: &Anatomy, w: f32, h: f32, 
                 out.push(Blob {
                     cx,
                     cy,
-                    rx: a.lung_w * rng.random_range(0.5..0.7) * scale,
-                    ry: lh * rng.random_range(0.24..0.36) * scale,
+                    rx: a.lung_w * rng.random_range(0.55..0.75) * scale,
+                    ry: lh * rng.random_range(0.28..0.4) * scale,
                     angle: rng.random_range(-0.5..0.5),
                     density: rng.random_range(0.62..0.8) * evidence,
                     soft: rng.random_range(0.3..0.5),
                     // consolidation is fairly homogeneous
                     patchy: rng.random_range(0.15..0.3),
+                    reticular: 0.0,
+                    spacing: 1.0,
+                });
+            }
+            // bronchopneumonia: small, ill-defined, patchy foci scattered through both lungs
+            for _ in 0..rng.random_range(3..=5) {
+                let s = if rng.random_bool(0.5) { Side::Right } else { Side::Left };
+                let (cx, cy) = point_in_lung(rng, a, w, h, s, (0.2, 0.85), (0.1, 0.9));
+                let r = rng.random_range(0.16..0.26);
+                out.push(Blob {
+                    cx,
+                    cy,
+                    rx: a.lung_w * r,
+                    ry: a.lung_w * r * rng.random_range(0.7..1.3),
+                    angle: rng.random_range(-0.5..0.5),
+                    density: rng.random_range(0.38..0.52) * evidence,
+                    soft: rng.random_range(0.6..0.8),
+                    patchy: rng.random_range(0.5..0.7),
                     reticular: 0.0,
                     spacing: 1.0,
                 });
