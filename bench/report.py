@@ -129,10 +129,11 @@ def stages_section(rows, meta):
 
 def scaling_section(rows, scal):
     rss = {int(r["stage"].split("_")[1]): r for r in rows if r["stage"].startswith("scaling_")}
-    out = ["| synthetic films | feature extraction | whole `train` (15 epochs) | peak RSS |", "|---:|---:|---:|---:|"]
+    out = ["| synthetic films | views per training film | feature extraction | whole `train` (15 epochs) | peak RSS |",
+           "|---:|---:|---:|---:|---:|"]
     for s in sorted(scal, key=lambda s: s["films"]):
         r = rss.get(s["films"])
-        out.append(f"| {s['films']:,} | {s['features_s']:.0f} s | {s['total_s']:.0f} s | "
+        out.append(f"| {s['films']:,} | {s.get('views', 3)} | {s['features_s']:.0f} s | {s['total_s']:.0f} s | "
                    f"{fmt(r['max_rss_mb'] if r else None, ' MB')} |")
     return "\n".join(out)
 

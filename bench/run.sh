@@ -6,6 +6,7 @@
 #   bench/run.sh --quick         # every stage, 1 repetition, small sizes (LIME at 100 samples): minutes
 #   bench/run.sh --scaling       # feature extraction + training at 1000 4000 15000 synthetic films
 #   bench/run.sh --scaling "1000 4000"   # chosen sizes
+#   bench/run.sh --scaling --views 1     # one augmented view per training film instead of the recipe's 3
 #   bench/run.sh --stability     # LIME's top-5 stability between seeds at 250/500/1000/2000 samples and the
 #                                # adaptive sampler against fixed 1000, on 6 real validation films (3 seeds)
 #
@@ -23,7 +24,7 @@ set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 CACHE="${COVID_CXR_CACHE:-$HOME/.cache/covid-cxr}"
 TORCH_VERSION=2.13.0
-quick=0 reps="" data="" out="$ROOT/BENCHMARKS.md" scaling="" keep=0 do_stages=1 build=1 stability=0
+quick=0 reps="" data="" out="$ROOT/BENCHMARKS.md" scaling="" keep=0 do_stages=1 build=1 stability=0 views=3
 stages="augment split load backbone epoch recipe lime gradcam evaluate"
 while (($#)); do
   case "$1" in
@@ -35,6 +36,7 @@ while (($#)); do
     --no-build) build=0 ;;
     --stages) stages="$2"; shift ;;
     --stability) do_stages=0; stability=1 ;;
+    --views) views="$2"; shift ;;
     --scaling)
       do_stages=0
       if [[ $# -gt 1 && "$2" =~ ^[0-9\ ]+$ ]]; then scaling="$2"; shift; else scaling="1000 4000 15000"; fi ;;
@@ -192,10 +194,10 @@ if [[ -n "$scaling" ]]; then
     "$BIN" synth --out "$W/scale-$n" --per-class "$per" --seed 7 2>/dev/null
     "$BIN" split "$W/scale-$n" "$W/scale-$n-split" --ratio 0.8,0.2 --seed 1337 >/dev/null
     rm -rf "$W/cache/features"
-    measure rust "scaling_$n" "$BIN" train --data "$W/scale-$n-split" --out "$W/scale-$n-run"
+    measure rust "scaling_$n" "$BIN" train --data "$W/scale-$n-split" --out "$W/scale-$n-run" --views "$views"
     # the train command prints "(Xs in all, Ys features)"
-    grep -o '([0-9.]*s in all, [0-9.]*s features)' "$W/stdout" | tr -d '()s,' | awk -v n="$n" \
-      '{printf "{\"scaling\": {\"films\": %d, \"total_s\": %s, \"features_s\": %s}}\n", n, $1, $4}' >>"$RES"
+    grep -o '([0-9.]*s in all, [0-9.]*s features)' "$W/stdout" | tr -d '()s,' | awk -v n="$n" -v v="$views" \
+      '{printf "{\"scaling\": {\"films\": %d, \"total_s\": %s, \"features_s\": %s, \"views\": %d}}\n", n, $1, $4, v}' >>"$RES"
     rm -rf "$W/scale-$n" "$W/scale-$n-split" "$W/scale-$n-run"
   done
 fi

@@ -4,7 +4,9 @@ Usage: run_notebooks.py [--update | --check] [NOTEBOOK ...]   (default: notebook
 the main notebook covid_cxr.ipynb first, since the others load the model it saves)
 
   (no option)  check the committed notebooks (every code cell executed, no error output, under
-               5 MB, no machine-specific path), then execute them; fail on any cell error.
+               5 MB, no machine-specific path), then execute them; fail on any cell error. The
+               main notebook's code cells are then all run a second time, in order, in the same
+               kernel (as an educator re-running cells would): any error there fails too.
                The executed copies go to $COVID_CXR_CACHE/notebooks-out; the notebooks in the
                work tree are not rewritten.
   --update     execute them and write them back in place with their outputs (machine-specific
@@ -14,6 +16,7 @@ the main notebook covid_cxr.ipynb first, since the others load the model it save
 A cell fails on a compile error, and on a panic or an `.expect()` failure because every
 notebook's first cell installs a panic hook that exits the kernel process.
 """
+import copy
 import glob
 import os
 import re
@@ -85,8 +88,9 @@ def committed_problems(path, root, cache):
     return problems
 
 
-def execute(path, root, cache):
-    """Executes the notebook; returns (the executed notebook, error text or None)."""
+def execute(path, root, cache, rerun=False):
+    """Executes the notebook; with `rerun`, then runs every code cell again, in order, in the same
+    kernel (the outputs kept are the first run's). Returns (the executed notebook, error or None)."""
     nb = nbformat.read(path, as_version=4)
     client = NotebookClient(
         nb,
@@ -96,10 +100,24 @@ def execute(path, root, cache):
         record_timing=False,
         resources={"metadata": {"path": os.path.dirname(os.path.abspath(path))}},
     )
+    phase = "run"
     try:
-        client.execute()
+        with client.setup_kernel():
+            for i, cell in enumerate(nb.cells):
+                client.execute_cell(cell, i)
+            if rerun:
+                phase = "re-run in the same kernel"
+                t0 = time.time()
+                for i, cell in enumerate(nb.cells):
+                    again = copy.deepcopy(cell)
+                    client.execute_cell(again, i)
+                    for o in again.get("outputs", []):
+                        if o.get("output_type") == "error":
+                            return nb, f"{phase}: cell {i}: {o.get('ename')}: {o.get('evalue')}"
+                print(f"  {os.path.basename(path)}: every code cell ran again in the same kernel without error "
+                      f"({time.time() - t0:.0f}s)")
     except (CellExecutionError, CellTimeoutError, DeadKernelError, RuntimeError) as e:
-        return nb, str(e)[-3000:]
+        return nb, f"{phase}: " + str(e)[-3000:]
     for i, cell in enumerate(nb.cells):
         for o in cell.get("outputs", []):
             if o.get("output_type") == "error":
@@ -139,7 +157,7 @@ def main(argv):
             return 1 if failed else 0
     for path in paths:
         t0 = time.time()
-        nb, err = execute(path, root, cache)
+        nb, err = execute(path, root, cache, rerun=(mode == "run" and os.path.basename(path) == MAIN))
         status = "ok"
         if err:
             status = "FAILED"

@@ -7,10 +7,10 @@ use covid_cxr::model::TransferModel;
 /// Precision and device options.
 #[derive(clap::Args, Clone, Debug, Default)]
 pub struct HwArgs {
-    /// Backbone precision: f32, bf16 or auto. auto = bf16 only on CUDA or on a CPU with native
-    /// bfloat16 (avx512_bf16 or amx_bf16 in /proc/cpuinfo), f32 elsewhere. Measured (batch 8,
-    /// 2 threads): bf16 about 2x faster than f32 on a Xeon with avx512_bf16, about 7x slower on
-    /// an AMD EPYC without it; bf16 features differ from f32 by about 1% (see BENCHMARKS.md).
+    /// Backbone precision: f32, bf16 or auto. auto = bf16 only on CUDA or on a CPU with AMX
+    /// bfloat16 tiles (amx_bf16 in /proc/cpuinfo), f32 elsewhere. Measured (backbone, batch 8,
+    /// 2 threads): bf16 0.7x f32 on a Xeon with avx512_bf16 but no AMX, about 7x slower on an AMD
+    /// EPYC without avx512_bf16; bf16 features differ from f32 by about 1% (see BENCHMARKS.md).
     #[arg(long, default_value = "auto")]
     pub precision: PrecisionChoice,
     /// Deprecated: the same as --precision bf16.

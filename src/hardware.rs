@@ -1,10 +1,11 @@
 //! Precision and device chosen by the hardware.
 //!
-//! - [`PrecisionChoice`]: `f32`, `bf16` or `auto`. `auto` picks bfloat16 only where it is native:
-//!   on a CUDA device, or on a CPU whose flags include `avx512_bf16` or `amx_bf16`; f32 elsewhere.
-//!   On a CPU without them libtorch emulates bfloat16 and the backbone runs several times
-//!   *slower* than in f32 (measured 7x slower on a 2-core AMD EPYC without AVX-512), while on a
-//!   CPU with `avx512_bf16` it runs about twice as fast (see `BENCHMARKS.md`).
+//! - [`PrecisionChoice`]: `f32`, `bf16` or `auto`. `auto` picks bfloat16 only where it is fast:
+//!   on a CUDA device, or on a CPU with AMX bfloat16 tiles (`amx_bf16`); f32 elsewhere. On a CPU
+//!   without native bfloat16 libtorch emulates it and the backbone runs several times *slower*
+//!   than in f32 (measured 7x slower on a 2-core AMD EPYC without AVX-512); on a Xeon with
+//!   `avx512_bf16` but no AMX it measured 0.7x f32 (12 against 18 images/s, batch 8, 2 threads,
+//!   and the same in PyTorch; see `BENCHMARKS.md`).
 //! - [`DeviceChoice`]: `cpu`, `cuda` or `auto` (CUDA when `tch::Cuda::is_available()`).
 //!
 //! Every choice comes with the reason it was made, for the run manifest ([`HardwareChoice`]).
@@ -16,7 +17,8 @@
 //! assert_eq!(d.precision, Precision::F32);
 //! assert!(d.reason.contains("asked"));
 //! let auto = choose_precision(PrecisionChoice::Auto, tch::Device::Cpu);
-//! assert_eq!(auto.precision == Precision::Bf16, covid_cxr::hardware::cpu_native_bf16().is_some());
+//! let amx = covid_cxr::hardware::cpu_flags().iter().any(|f| f == "amx_bf16");
+//! assert_eq!(auto.precision == Precision::Bf16, amx);
 //! ```
 
 use crate::error::{Error, Result};
@@ -184,7 +186,9 @@ fn detected_flags() -> Vec<String> {
 }
 
 /// The precision for `device`: `choice` itself when explicit, else bfloat16 on CUDA or on a CPU
-/// with native bfloat16 ([`cpu_native_bf16`]), f32 elsewhere.
+/// with AMX bfloat16 tiles (`amx_bf16`), f32 elsewhere, including CPUs with `avx512_bf16` alone,
+/// where oneDNN's bfloat16 convolutions measured slower than f32 ([`cpu_native_bf16`] lists the
+/// flags).
 pub fn choose_precision(choice: PrecisionChoice, device: Device) -> PrecisionDecision {
     choose_precision_with(choice, device, cpu_native_bf16())
 }
@@ -203,7 +207,16 @@ pub fn choose_precision_with(choice: PrecisionChoice, device: Device, native: Op
         }
         PrecisionChoice::Auto => match (device, native) {
             (Device::Cuda(_), _) => (Precision::Bf16, "auto: CUDA device".to_string()),
-            (_, Some(f)) => (Precision::Bf16, format!("auto: the CPU has native bfloat16 ({f})")),
+            (_, Some(f)) if f.split_whitespace().any(|x| x == "amx_bf16") => {
+                (Precision::Bf16, format!("auto: the CPU has AMX bfloat16 tiles ({f})"))
+            }
+            (_, Some(f)) => (
+                Precision::F32,
+                format!(
+                    "auto: the CPU has {f} but no AMX (amx_bf16); measured on such a Xeon, the bf16 backbone ran at \
+                     0.7x the f32 one (BENCHMARKS.md), so f32"
+                ),
+            ),
             (_, None) => {
                 (Precision::F32, "auto: the CPU has no native bfloat16 (no avx512_bf16 or amx_bf16)".to_string())
             }
@@ -254,6 +267,12 @@ mod tests {
         let yes = choose_precision_with(PrecisionChoice::Auto, Device::Cpu, Some("amx_bf16".into()));
         assert_eq!(yes.precision, Precision::Bf16);
         assert!(yes.reason.contains("amx_bf16"));
+        let both = choose_precision_with(PrecisionChoice::Auto, Device::Cpu, Some("avx512_bf16 amx_bf16".into()));
+        assert_eq!(both.precision, Precision::Bf16);
+        // avx512_bf16 without AMX: measured slower than f32, so f32
+        let avx = choose_precision_with(PrecisionChoice::Auto, Device::Cpu, Some("avx512_bf16".into()));
+        assert_eq!(avx.precision, Precision::F32);
+        assert!(avx.reason.contains("no AMX"), "{}", avx.reason);
         assert_eq!(choose_precision_with(PrecisionChoice::Auto, Device::Cuda(0), None).precision, Precision::Bf16);
         // explicit choices win, with a warning where bf16 is emulated
         let f = choose_precision_with(PrecisionChoice::F32, Device::Cpu, Some("avx512_bf16".into()));
@@ -270,7 +289,7 @@ mod tests {
         let native = text
             .lines()
             .find(|l| l.starts_with("flags"))
-            .map(|l| l.split_whitespace().any(|f| f == "avx512_bf16" || f == "amx_bf16"));
+            .map(|l| l.split_whitespace().any(|f| f == "amx_bf16"));
         let d = choose_precision(PrecisionChoice::Auto, Device::Cpu);
         if let Some(native) = native {
             assert_eq!(d.precision == Precision::Bf16, native, "{}", d.reason);
