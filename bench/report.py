@@ -32,8 +32,9 @@ def machine():
     native = [f for f in ("avx512_bf16", "amx_bf16") if f in flags]
     return (f"{model}, {os.cpu_count()} logical cores{mem}, {platform.system()} {platform.release()}\n\n"
             f"SIMD flags: {' '.join(simd) or 'none'}\n\n"
-            f"Native bfloat16: {'yes (' + ' '.join(native) + ')' if native else 'no'}, so `--precision auto` "
-            f"picks **{'bf16' if native else 'f32'}** here.")
+            f"Native bfloat16: {'yes (' + ' '.join(native) + ')' if native else 'no'}; AMX: "
+            f"{'yes' if 'amx_bf16' in native else 'no'}, so `--precision auto` picks "
+            f"**{'bf16' if 'amx_bf16' in native else 'f32'}** here (bf16 only with AMX or on a GPU).")
 
 
 def med(xs):
@@ -144,7 +145,7 @@ def stability_section(st, meta):
     if not summary:
         return "(written by bench/run.sh --stability)"
     counts = [c for c, _ in summary["top5_overlap_between_seeds"]]
-    out = [f"{summary['images']} validation films of `{meta.get('data', '?')}` (2 per class), {summary['seeds']} LIME seeds "
+    out = [f"{summary['images']} validation films of `{meta.get('data', '?')}` ({summary['images'] // 3} per class), {summary['seeds']} LIME seeds "
            f"per film, superpixels fixed; load average at the start: {meta.get('load_start', '?')}.", "",
            "Mean overlap |A ∩ B| / 5 of the top-5 superpixels between two seeds (1 = the same five):", "",
            "| film | superpixels | " + " | ".join(f"{c} samples" for c in counts) + " | adaptive: samples used | adaptive top 5 vs fixed 1000 (same seed) |",

@@ -7,8 +7,9 @@
 #   bench/run.sh --scaling       # feature extraction + training at 1000 4000 15000 synthetic films
 #   bench/run.sh --scaling "1000 4000"   # chosen sizes
 #   bench/run.sh --scaling --views 1     # one augmented view per training film instead of the recipe's 3
-#   bench/run.sh --stability     # LIME's top-5 stability between seeds at 250/500/1000/2000 samples and the
-#                                # adaptive sampler against fixed 1000, on 6 real validation films (3 seeds)
+#   bench/run.sh --stability     # LIME's top-5 stability between seeds at 250/500/1000/2000 samples
+#                                # (LIME_COUNTS) and the adaptive sampler against fixed 1000, on 1 real
+#                                # validation film per class (STABILITY_FILMS), 3 seeds
 #
 # Options: --stages "augment split load backbone epoch recipe lime gradcam evaluate" (a subset; default
 # all; lime, gradcam and evaluate need recipe), --no-build (use the built binary as it is), --reps N, --data DIR (an ImageFolder; default ../shared/data/cxr-small/train, else
@@ -203,11 +204,11 @@ if [[ -n "$scaling" ]]; then
 fi
 
 if ((stability)); then
-  # a model trained with the defaults on the split, then 2 validation films of each class
+  # a model trained with the defaults on the split, then STABILITY_FILMS (default 1) validation films of each class
   "$BIN" split "$data" "$W/st-split" --ratio 0.8,0.2 --seed 1337 >/dev/null
   "$BIN" train --data "$W/st-split" --out "$W/st-run" >/dev/null 2>"$W/st-train.log"
-  mapfile -t films < <(for c in "$W/st-split/val"/*/; do find "$c" -maxdepth 1 -type f | sort | head -n 2; done)
-  log "LIME stability: ${#films[@]} films, 3 seeds, 250/500/1000/2000 samples"
+  mapfile -t films < <(for c in "$W/st-split/val"/*/; do find "$c" -maxdepth 1 -type f | sort | head -n "${STABILITY_FILMS:-1}"; done)
+  log "LIME stability: ${#films[@]} films, 3 seeds, ${LIME_COUNTS:-250,500,1000,2000} samples"
   echo "{\"meta_stability\": {\"load_start\": \"$(cut -d' ' -f1-3 /proc/loadavg)\", \"data\": \"$data\"}}" >>"$RES"
   /usr/bin/time -f '%e %M' -o "$W/time" "${CARGO_TARGET_DIR:-$ROOT/target}/release/examples/lime_stability" \
     "$W/st-run" 3 "${films[@]}" | tee -a "$W/stability.jsonl" | sed 's/^/[stability] /' >&2

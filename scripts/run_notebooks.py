@@ -1,12 +1,13 @@
 """Execute the project's notebooks with the evcxr kernel and report each cell.
 
-Usage: run_notebooks.py [--update | --check] [NOTEBOOK ...]   (default: notebooks/*.ipynb,
+Usage: run_notebooks.py [--update | --check | --rerun] [NOTEBOOK ...]   (default: notebooks/*.ipynb,
 the main notebook covid_cxr.ipynb first, since the others load the model it saves)
 
   (no option)  check the committed notebooks (every code cell executed, no error output, under
-               5 MB, no machine-specific path), then execute them; fail on any cell error. The
-               main notebook's code cells are then all run a second time, in order, in the same
-               kernel (as an educator re-running cells would): any error there fails too.
+               5 MB, no machine-specific path), then execute them; fail on any cell error.
+  --rerun      as without an option, and then every code cell of the main notebook runs a second
+               time, in order, in the same kernel (as an educator re-running cells would); an
+               error there fails too.
                The executed copies go to $COVID_CXR_CACHE/notebooks-out; the notebooks in the
                work tree are not rewritten.
   --update     execute them and write them back in place with their outputs (machine-specific
@@ -129,7 +130,7 @@ def main(argv):
     mode = "run"
     args = []
     for a in argv:
-        if a in ("--update", "--check"):
+        if a in ("--update", "--check", "--rerun"):
             mode = a[2:]
         elif a.startswith("-"):
             print(f"unknown option {a}", file=sys.stderr)
@@ -146,7 +147,7 @@ def main(argv):
         print("no notebooks found", file=sys.stderr)
         return 1
     failed = 0
-    if mode in ("run", "check"):
+    if mode in ("run", "check", "rerun"):
         for path in paths:
             problems = committed_problems(path, root, cache)
             for p in problems:
@@ -157,7 +158,7 @@ def main(argv):
             return 1 if failed else 0
     for path in paths:
         t0 = time.time()
-        nb, err = execute(path, root, cache, rerun=(mode == "run" and os.path.basename(path) == MAIN))
+        nb, err = execute(path, root, cache, rerun=(mode == "rerun" and os.path.basename(path) == MAIN))
         status = "ok"
         if err:
             status = "FAILED"

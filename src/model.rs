@@ -27,12 +27,12 @@
 //!
 //! ## Speed
 //! Inference of the frozen backbone uses batch norm folded into the convolutions, channels-last
-//! memory layout and optionally bfloat16 ([`Precision`]). Measured on the 2-core AVX-512 CPU of
-//! the development machine (with `avx512_bf16`), batch 8, 2 libtorch threads
-//! (`tests/model_bench.rs`): eager f32 17.1 images/s, folded + channels-last f32 27.2, bf16 55.2.
-//! On a CPU without native bfloat16 bf16 is about 7x slower than f32: the command line's
-//! `--precision auto` ([`crate::hardware`]) uses bf16 only where it is native. Folded f32 features
-//! equal the eager ones within 1.2e-5; bf16 features have a cosine similarity > 0.999 with them.
+//! memory layout and optionally bfloat16 ([`Precision`]). Measured on a 2-core Xeon with
+//! `avx512_bf16` but no AMX, batch 8, 2 libtorch threads (`bench/run.sh`, BENCHMARKS.md): eager
+//! f32 11.4 images/s, folded + channels-last f32 17.6, bf16 12.1 (0.7x f32). On a CPU without
+//! native bfloat16, bf16 is about 7x slower than f32: the command line's `--precision auto`
+//! ([`crate::hardware`]) uses bf16 only with AMX or on a GPU. Folded f32 features equal the eager
+//! ones within 1.2e-5; bf16 features have a cosine similarity > 0.99 with them.
 //!
 //! ## Device
 //! [`TransferModel::to_device`] moves the model (e.g. to CUDA); forward passes move their inputs
@@ -87,10 +87,10 @@ pub enum Precision {
     /// float32 (results equal the eager path within about 1e-5).
     #[default]
     F32,
-    /// bfloat16 weights and activations: about 2x faster on CPUs with native bfloat16
-    /// (`avx512_bf16`, AMX) and on GPUs, several times *slower* on CPUs without it (libtorch
-    /// emulates it); features differ by about 1% relative. [`crate::hardware::choose_precision`]
-    /// picks it only where it is native.
+    /// bfloat16 weights and activations: faster on GPUs and CPUs with AMX; 0.7x f32 measured on a
+    /// CPU with `avx512_bf16` alone, several times *slower* on CPUs without native bfloat16
+    /// (libtorch emulates it); features differ by about 1% relative.
+    /// [`crate::hardware::choose_precision`] picks it only with AMX or on a GPU.
     Bf16,
 }
 

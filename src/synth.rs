@@ -23,6 +23,11 @@ use rand_distr::{Distribution, Normal};
 use rayon::prelude::*;
 use std::path::{Path, PathBuf};
 
+/// The version of the drawing: it changes whenever the same seed would give other films, so
+/// that caches of generated films (the notebooks' work folder) are not reused across versions.
+/// 3: covid's reticular net, pneumonia's bronchopneumonia foci.
+pub const GENERATOR_VERSION: u32 = 3;
+
 /// The three classes of the notebook, in ImageFolder (sorted) order.
 pub const CLASSES: [&str; 3] = ["covid", "normal", "pneumonia"];
 

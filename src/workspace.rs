@@ -180,9 +180,11 @@ impl Workspace {
     }
 
     fn synthetic_originals(&self, cfg: &SynthConfig) -> Result<PathBuf> {
-        let dir = self.root.join(format!("originals-{}-{}", cfg.per_class, cfg.seed));
+        // keyed by the generator's version too: films drawn by an older generator are not reused
+        let v = crate::synth::GENERATOR_VERSION;
+        let dir = self.root.join(format!("originals-v{v}-{}-{}", cfg.per_class, cfg.seed));
         if !dir.join(".complete").is_file() {
-            let partial = self.fresh_dir(format!(".originals-{}-{}.partial", cfg.per_class, cfg.seed))?;
+            let partial = self.fresh_dir(format!(".originals-v{v}-{}-{}.partial", cfg.per_class, cfg.seed))?;
             crate::synth::generate(&partial, cfg)?;
             std::fs::write(partial.join(".complete"), b"").at("write", &partial)?;
             if dir.exists() {
