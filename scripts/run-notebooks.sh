@@ -7,6 +7,7 @@
 #   scripts/run-notebooks.sh --update   # executes them and writes them back with their outputs
 #   scripts/run-notebooks.sh --check    # only the checks of the committed notebooks
 #   scripts/run-notebooks.sh --rerun    # as CI, then every cell of the main notebook again in the same kernel
+#                                       # (combines with --update: writes back only when both passed)
 # Runs on the synthetic default: COVID_CXR_DATA is unset here (the committed outputs are the
 # synthetic run's).
 set -euo pipefail

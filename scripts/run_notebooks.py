@@ -1,6 +1,6 @@
 """Execute the project's notebooks with the evcxr kernel and report each cell.
 
-Usage: run_notebooks.py [--update | --check | --rerun] [NOTEBOOK ...]   (default: notebooks/*.ipynb,
+Usage: run_notebooks.py [--update] [--rerun] [--check] [NOTEBOOK ...]   (default: notebooks/*.ipynb,
 the main notebook covid_cxr.ipynb first, since the others load the model it saves)
 
   (no option)  check the committed notebooks (every code cell executed, no error output, under
@@ -12,6 +12,9 @@ the main notebook covid_cxr.ipynb first, since the others load the model it save
                work tree are not rewritten.
   --update     execute them and write them back in place with their outputs (machine-specific
                paths scrubbed, no timing metadata), refusing to write one over 5 MB.
+  --update --rerun
+               both: executes, re-runs the main notebook's cells, and writes back only when both
+               passed (the outputs written are the first run's).
   --check      only the checks of the committed notebooks, no execution.
 
 A cell fails on a compile error, and on a panic or an `.expect()` failure because every
@@ -127,16 +130,21 @@ def execute(path, root, cache, rerun=False):
 
 
 def main(argv):
-    mode = "run"
+    flags = set()
     args = []
     for a in argv:
         if a in ("--update", "--check", "--rerun"):
-            mode = a[2:]
+            flags.add(a[2:])
         elif a.startswith("-"):
             print(f"unknown option {a}", file=sys.stderr)
             return 2
         else:
             args.append(a)
+    if "check" in flags and len(flags) > 1:
+        print("--check runs nothing: it does not combine with --update or --rerun", file=sys.stderr)
+        return 2
+    rerun = "rerun" in flags
+    mode = "check" if "check" in flags else "update" if "update" in flags else "run"
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     cache = os.environ.get("COVID_CXR_CACHE", os.path.expanduser("~/.cache/covid-cxr"))
     out_dir = os.path.join(cache, "notebooks-out")
@@ -147,7 +155,7 @@ def main(argv):
         print("no notebooks found", file=sys.stderr)
         return 1
     failed = 0
-    if mode in ("run", "check", "rerun"):
+    if mode in ("run", "check"):
         for path in paths:
             problems = committed_problems(path, root, cache)
             for p in problems:
@@ -158,7 +166,7 @@ def main(argv):
             return 1 if failed else 0
     for path in paths:
         t0 = time.time()
-        nb, err = execute(path, root, cache, rerun=(mode == "rerun" and os.path.basename(path) == MAIN))
+        nb, err = execute(path, root, cache, rerun=(rerun and os.path.basename(path) == MAIN))
         status = "ok"
         if err:
             status = "FAILED"

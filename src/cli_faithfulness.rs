@@ -43,6 +43,11 @@ pub enum FaithfulnessCmd {
         /// LIME: images per model call.
         #[arg(long, default_value_t = 8)]
         batch_size: usize,
+        /// Grad-CAM's pointing game: a maximum within this many pixels (of the 299-pixel view) of
+        /// the mask is a hit, the game's usual tolerance; 0 = strict. The strict share is always
+        /// reported too (gradcam_pointing_strict).
+        #[arg(long, default_value_t = covid_cxr::explain::faithfulness::POINTING_TOLERANCE_PX)]
+        tolerance: f64,
         /// Output JSON; figures are written beside it (<stem>_grid.png, <stem>_curves.png).
         #[arg(long)]
         json: PathBuf,
@@ -84,9 +89,13 @@ impl Film {
 
 /// Runs the subcommand.
 pub fn run(c: FaithfulnessCmd) -> Result<()> {
-    let FaithfulnessCmd::Faithfulness { model, data, masks, samples, seed, limit, steps, batch_size, json, hw } = c;
+    let FaithfulnessCmd::Faithfulness { model, data, masks, samples, seed, limit, steps, batch_size, tolerance, json, hw } =
+        c;
     if samples < 2 {
         bail!("--samples must be at least 2 (LIME needs perturbed samples)");
+    }
+    if !(tolerance.is_finite() && tolerance >= 0.0) {
+        bail!("--tolerance must be a number of pixels, 0 or more (got {tolerance})");
     }
     if let Some(m) = &masks {
         if !m.is_dir() {
@@ -121,7 +130,7 @@ pub fn run(c: FaithfulnessCmd) -> Result<()> {
     if films.is_empty() {
         bail!("{}: no film to measure (films without a mask: {no_mask}, with an empty mask: {empty_mask})", data.display());
     }
-    let opts = FaithfulnessOptions { samples, seed, steps, batch_size };
+    let opts = FaithfulnessOptions { samples, seed, steps, batch_size, tolerance };
     let t0 = std::time::Instant::now();
     let pb = crate::bar(films.len() as u64, "faithfulness");
     let mut scores = Vec::new();
@@ -133,6 +142,12 @@ pub fn run(c: FaithfulnessCmd) -> Result<()> {
         if grid.len() < 6 * 4 {
             grid.extend(tiles);
             titles.extend(s.tile_titles(&ds.classes));
+        }
+        // one line per film: on a terminal above the bar, otherwise as progress in the log
+        if pb.is_hidden() {
+            println!("{}", s.line(&ds.classes));
+        } else {
+            pb.println(s.line(&ds.classes));
         }
         scores.push(s);
         pb.inc(1);
@@ -150,6 +165,8 @@ pub fn run(c: FaithfulnessCmd) -> Result<()> {
         "samples": samples, "seed": seed, "steps": steps,
         "accuracy": sum.accuracy,
         "gradcam_pointing": sum.gradcam_pointing,
+        "gradcam_pointing_strict": sum.gradcam_pointing_strict,
+        "pointing_tolerance_px": tolerance,
         "lime_pointing": sum.lime_pointing,
         "gradcam_energy": sum.gradcam_energy,
         "lime_energy": sum.lime_energy,

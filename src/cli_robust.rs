@@ -42,7 +42,9 @@ pub struct EvalExtra {
     /// file name, as `split --group-by`).
     #[arg(long, requires = "by")]
     pub manifest: Option<PathBuf>,
-    /// Manifest column(s) to report subgroups by (comma-separated).
+    /// Manifest column(s) to report subgroups by (comma-separated). COLUMN:EDGE:EDGE.. groups
+    /// numeric values into bands (e.g. age:18:65 gives <18, 18-<65, >=65; other values stay as
+    /// they are); the JSON key is the text as given.
     #[arg(long, value_delimiter = ',', requires = "manifest")]
     pub by: Vec<String>,
     /// The manifest's file column.
@@ -243,8 +245,10 @@ pub fn add_subgroups(
 ) -> Result<()> {
     let Some(csv) = &extra.manifest else { return Ok(()) };
     for col in &extra.by {
-        let idx = ManifestIndex::load(csv, &extra.file_column, col)?;
-        let keys: Vec<Option<String>> = paths.iter().map(|p| idx.get_path(root, p).cloned()).collect();
+        let spec = covid_cxr::subgroups::BySpec::parse(col)?;
+        let idx = ManifestIndex::load(csv, &extra.file_column, &spec.column)?;
+        let keys: Vec<Option<String>> =
+            paths.iter().map(|p| idx.get_path(root, p).map(|v| spec.key(v))).collect();
         let missing = keys.iter().filter(|k| k.is_none()).count();
         if missing > 0 {
             eprintln!(

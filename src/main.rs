@@ -370,6 +370,7 @@ fn demo_model(work: &Path, seed: u64, explain_samples: usize, steps: usize, hw: 
         limit: Some(4),
         steps: 0,
         batch_size: 8,
+        tolerance: covid_cxr::explain::faithfulness::POINTING_TOLERANCE_PX,
         json: work.join("explain/faithfulness.json"),
         hw,
     })

@@ -68,7 +68,7 @@ macro_rules! figure {
 }
 
 /// The widest a figure is shown inline in a notebook, in pixels.
-pub const INLINE_MAX_WIDTH: u32 = 900;
+pub const INLINE_MAX_WIDTH: u32 = 760;
 
 impl Figure {
     /// The figure as an RGB image.

@@ -176,6 +176,66 @@ pub fn subgroup_table(
     Ok(out)
 }
 
+/// A `--by` column, optionally banded: `COLUMN` (one subgroup per value) or
+/// `COLUMN:EDGE:EDGE...` (numeric values grouped into bands between increasing edges, e.g.
+/// `age:18:65` gives `<18`, `18-<65` and `>=65`; values that are not numbers, such as a
+/// cohort's "1-5 (cohort)", stay subgroups of their own).
+///
+/// ```
+/// use covid_cxr::subgroups::BySpec;
+/// let by = BySpec::parse("age:18:65").unwrap();
+/// assert_eq!(by.column, "age");
+/// assert_eq!(["4", "18", "64.5", "80", "1-5 (cohort)", ""].map(|v| by.key(v)),
+///     ["<18", "18-<65", "18-<65", ">=65", "1-5 (cohort)", ""]);
+/// assert_eq!(BySpec::parse("source_repo").unwrap().key("x"), "x");
+/// assert!(BySpec::parse("age:65:18").is_err());
+/// ```
+#[derive(Debug, Clone, PartialEq)]
+pub struct BySpec {
+    /// The manifest column.
+    pub column: String,
+    /// Increasing band edges (empty: every value is its own subgroup).
+    pub edges: Vec<f64>,
+}
+
+impl BySpec {
+    /// Parses `COLUMN` or `COLUMN:EDGE:EDGE...`.
+    pub fn parse(spec: &str) -> Result<Self> {
+        let mut parts = spec.split(':');
+        let column = parts.next().unwrap_or_default().trim().to_string();
+        if column.is_empty() {
+            return Err(Error::invalid(format!("subgroup column {spec:?}: no column name")));
+        }
+        let edges = parts
+            .map(|e| {
+                e.trim().parse::<f64>().ok().filter(|x| x.is_finite()).ok_or_else(|| {
+                    Error::invalid(format!("subgroup column {spec:?}: band edge {e:?} is not a number"))
+                })
+            })
+            .collect::<Result<Vec<f64>>>()?;
+        if edges.windows(2).any(|w| w[0] >= w[1]) {
+            return Err(Error::invalid(format!("subgroup column {spec:?}: band edges must increase")));
+        }
+        Ok(BySpec { column, edges })
+    }
+
+    /// The subgroup of a value: the value itself without edges or when it is not a number, else
+    /// its band.
+    pub fn key(&self, value: &str) -> String {
+        let num = |x: f64| format!("{x}");
+        match value.trim().parse::<f64>() {
+            Ok(x) if x.is_finite() && !self.edges.is_empty() => {
+                match self.edges.iter().position(|&e| x < e) {
+                    Some(0) => format!("<{}", num(self.edges[0])),
+                    Some(i) => format!("{}-<{}", num(self.edges[i - 1]), num(self.edges[i])),
+                    None => format!(">={}", num(self.edges[self.edges.len() - 1])),
+                }
+            }
+            _ => value.to_string(),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

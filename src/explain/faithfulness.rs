@@ -1,9 +1,10 @@
 //! Faithfulness of explanations, measured.
 //!
 //! * With a ground-truth mask of the class evidence (synthetic films: [`crate::synth`] writes
-//!   them): the **pointing game** (is the map's maximum inside the mask? for LIME: does the most
-//!   positive superpixel overlap it?) and the **energy** of the map inside the mask (the share of
-//!   its positive mass there; a map that ignores the mask scores about the mask's area).
+//!   them): the **pointing game** (is the map's maximum inside the mask, or within the game's
+//!   usual tolerance of 15 pixels of it? for LIME: does the most positive superpixel overlap it?)
+//!   and the **energy** of the map inside the mask (the share of its positive mass there; a map
+//!   that ignores the mask scores about the mask's area).
 //! * Without masks (real films): **deletion** and **insertion** curves (Petsiuk et al., RISE,
 //!   2018): the class probability as the most important pixels, by the map, are removed (set to
 //!   black, LIME's hide colour 0) or inserted into a blurred copy, in `steps` equal steps, and
@@ -41,9 +42,33 @@ fn check_dims<A, B>(a: ArrayView2<A>, b: ArrayView2<B>, what: &str) -> Result<()
     Ok(())
 }
 
-/// The pointing game: whether the (first) maximum of `map` lies inside `mask`. A map and mask of
-/// different sizes, or an empty map, point nowhere (false).
+/// The pointing game's usual tolerance, in pixels of the model's view: a maximum within this
+/// distance of the mask counts as a hit, since a map's peak on the lesion's edge is as good as
+/// one inside (Zhang et al., "Top-down neural attention by excitation backprop", IJCV 2018, who
+/// introduced the game, use 15 pixels). Grad-CAM's Mixed_7c map has one cell per 37 pixels of
+/// the 299-pixel view, so its upsampled peak often sits just beside a small lesion.
+pub const POINTING_TOLERANCE_PX: f64 = 15.0;
+
+/// The strict pointing game: whether the (first) maximum of `map` lies inside `mask`. A map and
+/// mask of different sizes, or an empty map, point nowhere (false).
 pub fn pointing(map: ArrayView2<f64>, mask: ArrayView2<bool>) -> bool {
+    pointing_within(map, mask, 0.0)
+}
+
+/// The pointing game with a tolerance: whether the (first) maximum of `map` lies within
+/// `tolerance` pixels (Euclidean) of a pixel of `mask`; 0 is [`pointing`].
+///
+/// ```
+/// use covid_cxr::explain::faithfulness::{pointing, pointing_within};
+/// let mut map = ndarray::Array2::<f64>::zeros((40, 40));
+/// map[[20, 5]] = 1.0;
+/// let mut mask = ndarray::Array2::from_elem((40, 40), false);
+/// mask[[20, 15]] = true; // 10 pixels to the right of the peak
+/// assert!(!pointing(map.view(), mask.view()));
+/// assert!(pointing_within(map.view(), mask.view(), 15.0));
+/// assert!(!pointing_within(map.view(), mask.view(), 9.9));
+/// ```
+pub fn pointing_within(map: ArrayView2<f64>, mask: ArrayView2<bool>, tolerance: f64) -> bool {
     if map.dim() != mask.dim() || map.is_empty() {
         return false;
     }
@@ -54,7 +79,19 @@ pub fn pointing(map: ArrayView2<f64>, mask: ArrayView2<bool>) -> bool {
             at = (r, c);
         }
     }
-    mask[at]
+    if mask[at] {
+        return true;
+    }
+    let t = tolerance.max(0.0);
+    let reach = t.floor() as usize;
+    let (h, w) = mask.dim();
+    let rows = at.0.saturating_sub(reach)..(at.0 + reach + 1).min(h);
+    rows.into_iter().any(|r| {
+        (at.1.saturating_sub(reach)..(at.1 + reach + 1).min(w)).any(|c| {
+            let (dr, dc) = (r as f64 - at.0 as f64, c as f64 - at.1 as f64);
+            mask[[r, c]] && dr * dr + dc * dc <= t * t
+        })
+    })
 }
 
 /// The share of the map's positive mass inside the mask (0 for a map without positive values).
@@ -202,19 +239,26 @@ pub fn deletion_insertion(
 /// The figures of one film for one method, as the faithfulness command records them.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct MapScores {
-    /// Pointing game (with a non-empty mask).
+    /// Pointing game (with a non-empty mask), with the options' tolerance (Grad-CAM; LIME's is
+    /// its top superpixel overlapping the mask).
     pub pointing: Option<bool>,
+    /// The strict pointing game: the maximum inside the mask itself (Grad-CAM; LIME: as
+    /// `pointing`).
+    #[serde(default)]
+    pub pointing_strict: Option<bool>,
     /// Energy inside the mask (with a non-empty mask).
     pub energy: Option<f64>,
     /// Deletion / insertion curves (when computed).
     pub curves: Option<Curves>,
 }
 
-/// Scores a map against an optional mask and, with `steps > 0`, computes its curves.
+/// Scores a map against an optional mask (the pointing game with `tolerance` pixels, and
+/// strictly) and, with `steps > 0`, computes its curves.
 pub fn score_map(
     image: &RgbImage,
     map: ArrayView2<f64>,
     mask: Option<ArrayView2<bool>>,
+    tolerance: f64,
     class: usize,
     steps: usize,
     classifier: &mut impl FnMut(&[RgbImage]) -> Result<Vec<Vec<f64>>>,
@@ -222,7 +266,8 @@ pub fn score_map(
     let mut s = MapScores::default();
     if let Some(m) = mask {
         check_dims(map, m, "score_map")?;
-        s.pointing = Some(pointing(map, m));
+        s.pointing = Some(pointing_within(map, m, tolerance));
+        s.pointing_strict = Some(pointing(map, m));
         s.energy = Some(energy_in_mask(map, m));
     }
     if steps > 0 {
@@ -305,11 +350,20 @@ pub struct FaithfulnessOptions {
     pub steps: usize,
     /// LIME: images per model call.
     pub batch_size: usize,
+    /// Grad-CAM's pointing game: pixels (of the model's view) the maximum may lie from the mask
+    /// and still hit ([`POINTING_TOLERANCE_PX`]; 0 = strict; the strict game is always reported
+    /// too).
+    #[serde(default = "default_tolerance")]
+    pub tolerance: f64,
+}
+
+fn default_tolerance() -> f64 {
+    POINTING_TOLERANCE_PX
 }
 
 impl Default for FaithfulnessOptions {
     fn default() -> Self {
-        FaithfulnessOptions { samples: 300, seed: 0, steps: 10, batch_size: 8 }
+        FaithfulnessOptions { samples: 300, seed: 0, steps: 10, batch_size: 8, tolerance: POINTING_TOLERANCE_PX }
     }
 }
 
@@ -340,11 +394,19 @@ fn class_name(classes: &[String], k: usize) -> String {
     classes.get(k).cloned().unwrap_or_else(|| format!("class {k}"))
 }
 
-fn point_mark(p: Option<bool>) -> &'static str {
-    match p {
-        Some(true) => ": hit",
-        Some(false) => ": miss",
-        None => "",
+fn point_word(s: &MapScores) -> &'static str {
+    match (s.pointing, s.pointing_strict) {
+        (Some(true), Some(false)) => "near",
+        (Some(true), _) => "hit",
+        (Some(false), _) => "miss",
+        (None, _) => "n/a",
+    }
+}
+
+fn point_mark(s: &MapScores) -> String {
+    match point_word(s) {
+        "n/a" => String::new(),
+        w => format!(": {w}"),
     }
 }
 
@@ -354,33 +416,29 @@ fn fmt3(v: Option<f64>) -> String {
 
 impl FilmScores {
     /// Titles of the four tiles of [`measure_film`]: the class and its probability, the mask, and
-    /// each method with its pointing game (hit or miss).
+    /// each method with its pointing game (hit, near: within the tolerance but outside the mask,
+    /// or miss).
     pub fn tile_titles(&self, classes: &[String]) -> [String; 4] {
         [
             format!("{} (p {:.2})", class_name(classes, self.label), self.probability),
             if self.mask_share.is_some() { "mask (red)".into() } else { "no mask".into() },
-            format!("Grad-CAM{}", point_mark(self.gradcam.pointing)),
-            format!("LIME{}", point_mark(self.lime.pointing)),
+            format!("Grad-CAM{}", point_mark(&self.gradcam)),
+            format!("LIME{}", point_mark(&self.lime)),
         ]
     }
 
     /// One line: the film's name, its class, probability and prediction, and both methods'
-    /// pointing game and energy in the mask.
+    /// pointing game (hit; near: within the tolerance only; miss) and energy in the mask.
     pub fn line(&self, classes: &[String]) -> String {
         let name = self.path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-        let hit = |p: Option<bool>| match p {
-            Some(true) => "hit",
-            Some(false) => "miss",
-            None => "n/a",
-        };
         format!(
             "{name}: {} p {:.2}, predicted {} | Grad-CAM pointing {} energy {} | LIME pointing {} energy {} | mask share {}",
             class_name(classes, self.label),
             self.probability,
             class_name(classes, self.predicted),
-            hit(self.gradcam.pointing),
+            point_word(&self.gradcam),
             fmt3(self.gradcam.energy),
-            hit(self.lime.pointing),
+            point_word(&self.lime),
             fmt3(self.lime.energy),
             fmt3(self.mask_share),
         )
@@ -458,10 +516,11 @@ pub fn measure_film(
     let exp = LimeImageExplainer::default().explain_instance(&view, &mut classify, &cfg)?;
     let heat = exp.heatmap(label)?;
     let mv = mask.as_ref().map(|a| a.view());
-    let gradcam = score_map(&view, cam.mapv(f64::from).view(), mv, label, opts.steps, &mut classify)?;
-    let mut lime = score_map(&view, heat.view(), mv, label, opts.steps, &mut classify)?;
+    let gradcam = score_map(&view, cam.mapv(f64::from).view(), mv, opts.tolerance, label, opts.steps, &mut classify)?;
+    let mut lime = score_map(&view, heat.view(), mv, opts.tolerance, label, opts.steps, &mut classify)?;
     if let Some(mk) = &mask {
-        lime.pointing = Some(lime_pointing(exp.label(label)?, &exp.segments, mk.view())?);
+        let hit = lime_pointing(exp.label(label)?, &exp.segments, mk.view())?;
+        (lime.pointing, lime.pointing_strict) = (Some(hit), Some(hit));
     }
     let mask_img = match &mask {
         Some(mk) => RgbImage::from_fn(view.width(), view.height(), |c, r| {
@@ -502,8 +561,11 @@ pub struct FaithfulnessSummary {
     pub n: usize,
     /// Share of films whose top class is the true class.
     pub accuracy: Option<f64>,
-    /// Share of films (with a mask) where Grad-CAM's maximum is inside the mask.
+    /// Share of films (with a mask) where Grad-CAM's maximum is within the tolerance of the mask.
     pub gradcam_pointing: Option<f64>,
+    /// Share of films (with a mask) where Grad-CAM's maximum is inside the mask itself.
+    #[serde(default)]
+    pub gradcam_pointing_strict: Option<f64>,
     /// Share of films (with a mask) where LIME's most positive superpixel overlaps the mask.
     pub lime_pointing: Option<f64>,
     /// Mean share of Grad-CAM's positive mass inside the mask.
@@ -529,15 +591,15 @@ fn mean(xs: impl Iterator<Item = f64>) -> Option<f64> {
 /// use covid_cxr::explain::faithfulness::{summarize, FilmScores, MapScores};
 /// let film = |label, hit, energy| FilmScores {
 ///     path: "f.png".into(), label, probability: 0.9, predicted: 0, mask_share: Some(0.1),
-///     gradcam: MapScores { pointing: Some(hit), energy: Some(energy), curves: None },
-///     lime: MapScores { pointing: Some(true), energy: Some(0.5), curves: None },
+///     gradcam: MapScores { pointing: Some(hit), pointing_strict: Some(hit), energy: Some(energy), curves: None },
+///     lime: MapScores { pointing: Some(true), pointing_strict: Some(true), energy: Some(0.5), curves: None },
 ///     lime_segments: 40,
 /// };
 /// let s = summarize(&[film(0, true, 0.6), film(2, false, 0.2)]);
 /// assert_eq!((s.n, s.accuracy, s.gradcam_pointing, s.lime_pointing), (2, Some(0.5), Some(0.5), Some(1.0)));
 /// assert!((s.gradcam_energy.unwrap() - 0.4).abs() < 1e-12);
 /// assert!(s.gradcam_curves.is_none());
-/// assert!(s.to_string().starts_with("films 2: Grad-CAM pointing 0.500 energy 0.400 | LIME pointing 1.000"));
+/// assert!(s.to_string().starts_with("films 2: Grad-CAM pointing 0.500 (strict 0.500) energy 0.400 | LIME pointing 1.000"));
 /// ```
 pub fn summarize(films: &[FilmScores]) -> FaithfulnessSummary {
     let share = |f: &dyn Fn(&FilmScores) -> Option<bool>| mean(films.iter().filter_map(f).map(|b| b as u8 as f64));
@@ -548,6 +610,7 @@ pub fn summarize(films: &[FilmScores]) -> FaithfulnessSummary {
         n: films.len(),
         accuracy: share(&|r| Some(r.predicted == r.label)),
         gradcam_pointing: share(&|r| r.gradcam.pointing),
+        gradcam_pointing_strict: share(&|r| r.gradcam.pointing_strict),
         lime_pointing: share(&|r| r.lime.pointing),
         gradcam_energy: avg(&|r| r.gradcam.energy),
         lime_energy: avg(&|r| r.lime.energy),
@@ -580,9 +643,10 @@ impl std::fmt::Display for FaithfulnessSummary {
         };
         write!(
             f,
-            "films {}: Grad-CAM pointing {} energy {} | LIME pointing {} energy {} | mask share {} | deletion AUC Grad-CAM {} LIME {} | insertion AUC Grad-CAM {} LIME {}",
+            "films {}: Grad-CAM pointing {} (strict {}) energy {} | LIME pointing {} energy {} | mask share {} | deletion AUC Grad-CAM {} LIME {} | insertion AUC Grad-CAM {} LIME {}",
             self.n,
             fmt3(self.gradcam_pointing),
+            fmt3(self.gradcam_pointing_strict),
             fmt3(self.gradcam_energy),
             fmt3(self.lime_pointing),
             fmt3(self.lime_energy),
@@ -608,6 +672,19 @@ mod tests {
         // ties: the first maximum in raster order
         assert!(pointing(array![[1.0, 1.0], [0.0, 0.0]].view(), mask.view()));
         assert!(!pointing(array![[1.0]].view(), mask.view()));
+    }
+
+    #[test]
+    fn pointing_tolerance_is_euclidean_and_clipped_at_the_border() {
+        let mut map = Array2::<f64>::zeros((30, 30));
+        map[[0, 0]] = 1.0; // the peak in a corner: the search window must stop at the border
+        let mut mask = Array2::from_elem((30, 30), false);
+        mask[[3, 4]] = true; // 5 pixels away (3-4-5), diagonally
+        assert!(!pointing_within(map.view(), mask.view(), 4.9));
+        assert!(pointing_within(map.view(), mask.view(), 5.0));
+        assert_eq!(pointing_within(map.view(), mask.view(), 0.0), pointing(map.view(), mask.view()));
+        assert!(!pointing_within(map.view(), mask.view(), -3.0));
+        assert!(!pointing_within(map.view(), Array2::from_elem((2, 2), true).view(), 100.0));
     }
 
     #[test]
