@@ -21,7 +21,7 @@ fn main() -> anyhow::Result<()> {
                     shown.push(image::DynamicImage::ImageLuma8(img).to_rgb8());
                     shown.push(image::DynamicImage::ImageLuma8(clean).to_rgb8());
                     titles.push(format!("{name}: film"));
-                    titles.push(format!("masked ({} components)", rep.components));
+                    titles.push(format!("masked ({} component{})", rep.components, if rep.components == 1 { "" } else { "s" }));
                 }
             }
         }

@@ -12,7 +12,7 @@ fn robust_recipe_seeds_and_subgroups() {
     run_ok(bin().arg("split").arg(p("data")).arg(p("split")).args(["--ratio", "0.5,0.5"]));
     random_backbone(&p("w.safetensors"));
     // a manifest: patient = every two files of a class, cohort by position; one val file has no row
-    let mut csv = String::from("file,patient,cohort\n");
+    let mut csv = String::from("file,patient,cohort,age\n");
     let mut skipped = None;
     for split in ["train", "val"] {
         for class in ["covid", "normal", "pneumonia"] {
@@ -27,7 +27,8 @@ fn robust_recipe_seeds_and_subgroups() {
                     continue;
                 }
                 let cohort = if i % 2 == 0 { "adult" } else { "child" };
-                csv.push_str(&format!("{split}/{class}/{n},{class}-p{},{cohort}\n", i / 2));
+                let age = ["7", "40", "70", "1-5 (cohort)"][i % 4];
+                csv.push_str(&format!("{split}/{class}/{n},{class}-p{},{cohort},{age}\n", i / 2));
             }
         }
     }
@@ -66,7 +67,7 @@ fn robust_recipe_seeds_and_subgroups() {
             .arg(p("ev.json"))
             .arg("--manifest")
             .arg(p("m.csv"))
-            .args(["--by", "cohort"]),
+            .args(["--by", "cohort,age:18:65"]),
     );
     assert!(ev_out.contains("95% CI"), "{ev_out}");
     let ev: serde_json::Value = serde_json::from_slice(&std::fs::read(p("ev.json")).unwrap()).unwrap();
@@ -78,6 +79,12 @@ fn robust_recipe_seeds_and_subgroups() {
     assert_eq!(groups.values().map(|g| g["n"].as_u64().unwrap()).sum::<u64>(), n);
     assert_eq!(groups[covid_cxr::subgroups::NO_ROW]["n"], 1);
     assert!(groups.contains_key("adult") && groups["adult"]["recall"].is_object());
+    // age in bands; a value that is not a number stays a subgroup of its own
+    let bands = ev["subgroups"]["age:18:65"].as_object().unwrap();
+    assert_eq!(bands.values().map(|g| g["n"].as_u64().unwrap()).sum::<u64>(), n);
+    for k in bands.keys() {
+        assert!(["<18", "18-<65", ">=65", "1-5 (cohort)", covid_cxr::subgroups::NO_ROW].contains(&k.as_str()), "{k}");
+    }
     // predict works with the chosen head
     let pred = run_ok(bin().args(["predict", "--model"]).arg(p("robust")).arg(p("split/val/covid")));
     assert!(pred.lines().count() >= 1 && pred.contains("probabilities"), "{pred}");

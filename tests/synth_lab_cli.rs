@@ -82,6 +82,10 @@ fn synth_masks_shortcut_faithfulness_and_marker_masking() {
         assert!((0.0..=1.0).contains(&x), "{k} {x}");
     }
     assert_eq!(v["films"].as_array().unwrap().len(), 4);
+    // the tolerant game never scores below the strict one, and the tolerance is recorded
+    let strict = v["gradcam_pointing_strict"].as_f64().unwrap();
+    assert!(strict <= v["gradcam_pointing"].as_f64().unwrap(), "{strict}");
+    assert_eq!(v["pointing_tolerance_px"], covid_cxr::explain::faithfulness::POINTING_TOLERANCE_PX);
     // film paths relative to --data (class/name), true wherever the folder moves
     for film in v["films"].as_array().unwrap() {
         let image = std::path::PathBuf::from(film["image"].as_str().unwrap());
@@ -94,6 +98,9 @@ fn synth_masks_shortcut_faithfulness_and_marker_masking() {
     let v: serde_json::Value = serde_json::from_slice(&std::fs::read(p("g.json")).unwrap()).unwrap();
     assert_eq!(v["n"], 2);
     assert!(v["gradcam_pointing"].is_null() && v["lime_insertion_auc"].is_number());
+    // a negative tolerance is refused
+    let e = err(f("t.json", &["--tolerance", "-1"]).arg("--masks").arg(p("masks")));
+    assert!(e.contains("--tolerance"), "{e}");
     // a missing masks folder is named
     let e = err(f("h.json", &[]).arg("--masks").arg(p("nowhere")));
     assert!(e.contains("nowhere"), "{e}");
