@@ -159,12 +159,17 @@ pub fn train_recipe(
             for &s in &run_seeds {
                 let rcfg = RobustConfig { folds: extra.folds, seed: s, ..RobustConfig::default() };
                 let pb = indicatif::ProgressBar::new(1);
-                if !std::io::IsTerminal::is_terminal(&std::io::stderr()) {
+                let tty = std::io::IsTerminal::is_terminal(&std::io::stderr());
+                if !tty {
                     pb.set_draw_target(indicatif::ProgressDrawTarget::hidden());
                 }
                 let rec = robust::train_robust(model, &data, &rcfg, extra.group_by.clone(), &mut |d, t| {
                     pb.set_length(t as u64);
                     pb.set_position(d as u64);
+                    // without a terminal, one line per tenth of the fits
+                    if !tty && (d * 10 / t.max(1)) != (d.saturating_sub(1) * 10 / t.max(1)) {
+                        eprintln!("cross-validation: {d}/{t} fits");
+                    }
                 })?;
                 pb.finish_and_clear();
                 eprint!("seed {s}:\n{}", robust::format_scores(&rec.scores, rec.chosen));

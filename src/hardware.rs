@@ -143,6 +143,46 @@ impl std::fmt::Display for HardwareChoice {
     }
 }
 
+/// While alive, libtorch runs on one thread; the previous count comes back when it is dropped.
+///
+/// Training a small head on cached features is thousands of tiny operations (batches of 8 through
+/// a 2048-128-64-3 network), where a second thread buys nothing and costs a hand-off per
+/// operation; on a machine shared with another job the hand-offs stall (measured with
+/// `examples/cv_profile.rs` on the 2-core Xeon with a notebook kernel running: one robust-recipe
+/// fit took 1.1 to 4.9 s on one thread and 15 to 238 s on two). The backbone keeps every thread.
+///
+/// ```
+/// let before = tch::get_num_threads();
+/// {
+///     let _one = covid_cxr::hardware::OneThread::new();
+///     assert_eq!(tch::get_num_threads(), 1);
+/// }
+/// assert_eq!(tch::get_num_threads(), before);
+/// ```
+pub struct OneThread(i32);
+
+impl OneThread {
+    /// Switches libtorch to one thread until the guard is dropped.
+    pub fn new() -> Self {
+        let before = tch::get_num_threads();
+        tch::set_num_threads(1);
+        OneThread(before)
+    }
+}
+
+impl Default for OneThread {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Drop for OneThread {
+    fn drop(&mut self) {
+        tch::set_num_threads(self.0.max(1));
+    }
+}
+
+
 /// `"cpu"`, `"cuda:0"`, ...
 pub fn device_name(d: Device) -> String {
     match d {

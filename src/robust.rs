@@ -363,6 +363,7 @@ pub fn fit(
     if rows.is_empty() || views.is_empty() {
         return Err(Error::invalid("nothing to fit on"));
     }
+    let _one = crate::hardware::OneThread::new(); // tiny operations: see OneThread
     let build = || {
         tch::manual_seed(seed as i64);
         let vs = nn::VarStore::new(Device::Cpu);

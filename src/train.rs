@@ -365,6 +365,7 @@ fn head_epochs(
     if cfg.batch_size == 0 {
         return Err(Error::invalid("batch_size must be >= 1"));
     }
+    let _one = crate::hardware::OneThread::new(); // tiny operations: see OneThread
     for epoch in history.epochs.len()..cfg.epochs {
         let te = Instant::now();
         seed_epoch(cfg, epoch);

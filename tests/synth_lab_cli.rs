@@ -99,7 +99,7 @@ fn synth_masks_shortcut_faithfulness_and_marker_masking() {
     assert_eq!(v["n"], 2);
     assert!(v["gradcam_pointing"].is_null() && v["lime_insertion_auc"].is_number());
     // a negative tolerance is refused
-    let e = err(f("t.json", &["--tolerance", "-1"]).arg("--masks").arg(p("masks")));
+    let e = err(f("t.json", &["--tolerance=-1"]).arg("--masks").arg(p("masks")));
     assert!(e.contains("--tolerance"), "{e}");
     // a missing masks folder is named
     let e = err(f("h.json", &[]).arg("--masks").arg(p("nowhere")));
