@@ -163,12 +163,12 @@ pub fn train_recipe(
                 if !tty {
                     pb.set_draw_target(indicatif::ProgressDrawTarget::hidden());
                 }
+                let mut lines = stage_printer(); // without a terminal, one line per tenth of the fits
                 let rec = robust::train_robust(model, &data, &rcfg, extra.group_by.clone(), &mut |d, t| {
                     pb.set_length(t as u64);
                     pb.set_position(d as u64);
-                    // without a terminal, one line per tenth of the fits
-                    if !tty && (d * 10 / t.max(1)) != (d.saturating_sub(1) * 10 / t.max(1)) {
-                        eprintln!("cross-validation: {d}/{t} fits");
+                    if !tty {
+                        lines(Progress::Step { stage: "cross-validation fits", done: d, total: t });
                     }
                 })?;
                 pb.finish_and_clear();
