@@ -1,6 +1,10 @@
 """Writes the generated sections of BENCHMARKS.md from bench/run.sh's results (JSON lines).
 
-Usage: python report.py RESULTS.jsonl BENCHMARKS.md
+Usage: python report.py RESULTS.jsonl BENCHMARKS.md [PREVIOUS_STAGES.jsonl]
+
+With PREVIOUS_STAGES.jsonl (bench/run.sh passes the last stages run when `--stages` names a subset),
+stages this run did not measure are taken from that earlier run and marked as such in the table;
+each row's two sides always come from one run.
 
 Only the sections between `<!-- BEGIN name -->` and `<!-- END name -->` markers that the results
 cover are replaced (machine, stages, scaling); everything else in the file is kept.
@@ -72,10 +76,19 @@ def rate_of(inner):
     return None
 
 
-def stages_section(rows, meta):
+def stages_section(rows, meta, previous=None):
     by = {}
     for r in rows:
         by.setdefault((r["side"], r["stage"]), []).append(r)
+    measured = {r["stage"] for r in rows if not r.get("earlier")}
+    earlier = {r["stage"] for r in rows if r.get("earlier")}
+    prev_meta = meta.get("earlier_meta", {})
+    for r in previous or []:
+        if "meta" in r:
+            prev_meta = r["meta"]
+        elif "side" in r and r["stage"] not in measured and not r["stage"].startswith("scaling_"):
+            by.setdefault((r["side"], r["stage"]), []).append(r)
+            earlier.add(r["stage"])
 
     def stat(side, stage, what):
         rs = by.get((side, stage), [])
@@ -101,6 +114,8 @@ def stages_section(rows, meta):
         r, p = stat("rust", rs, what), stat("python", ps, what)
         if r is None and p is None:
             continue
+        if rs in earlier or ps in earlier:
+            label += " †"
         unit = " images/s" if what == "rate" else " s"
         ratio = None
         if r and p:
@@ -110,17 +125,24 @@ def stages_section(rows, meta):
                    f"{fmt(rr, ' MB')} / {fmt(pr, ' MB')} |")
     # the recipe: covid-cxr runs it; the notebook's is 15 uncached epochs on the same films
     cold, warm = stat("rust", "recipe_cold", "wall"), stat("rust", "recipe_warm", "wall")
+    mark = " †" if ({"recipe_cold", "recipe_warm", "epoch_uncached", "epoch_recipe_data"} & earlier) else ""
     pe = stat("python", "epoch_recipe_data", "wall") or stat("python", "epoch_uncached", "wall")
     if cold:
         py15 = 15 * pe if pe else None
-        out.append(f"| 15-epoch recipe, cold feature cache (covid-cxr) vs 15 x one uncached epoch (Python, extrapolated) "
+        out.append(f"| 15-epoch recipe, cold feature cache (covid-cxr) vs 15 x one uncached epoch (Python, extrapolated){mark} "
                    f"| {fmt(cold, ' s')} | {fmt(py15, ' s')} | {'-' if not py15 else f'{py15 / cold:.1f}x'} | "
                    f"{fmt(stat('rust', 'recipe_cold', 'rss'), ' MB')} / {fmt(stat('python', 'epoch_uncached', 'rss'), ' MB')} |")
     if warm:
         py15 = 15 * pe if pe else None
-        out.append(f"| 15-epoch recipe, warm feature cache (a re-run) | {fmt(warm, ' s')} | {fmt(py15, ' s')} | "
+        out.append(f"| 15-epoch recipe, warm feature cache (a re-run){mark} | {fmt(warm, ' s')} | {fmt(py15, ' s')} | "
                    f"{'-' if not py15 else f'{py15 / warm:.1f}x'} | {fmt(stat('rust', 'recipe_warm', 'rss'), ' MB')} / - |")
     out.append("")
+    if earlier:
+        out.append(f"† from the previous run of `bench/run.sh` on this machine (its start: load average "
+                   f"{prev_meta.get('load_start', '?')}, mode {'quick' if prev_meta.get('quick') else 'full'}, "
+                   f"{prev_meta.get('reps', '?')} repetitions): this run measured only `{' '.join(sorted(measured))}`. "
+                   "Both sides of a row always come from one run.")
+        out.append("")
     out.append("Ratios are Python time / covid-cxr time (or covid-cxr rate / Python rate): above 1 means covid-cxr is "
                "faster. Rates are the tools' own timing of the stage; seconds are whole commands (process start, model "
                "loading and figures included) from `/usr/bin/time`, which also gives the peak RSS. covid-cxr runs "
@@ -148,16 +170,28 @@ def stability_section(st, meta):
     out = [f"{summary['images']} validation films of `{meta.get('data', '?')}` ({summary['images'] // 3} per class), {summary['seeds']} LIME seeds "
            f"per film, superpixels fixed; load average at the start: {meta.get('load_start', '?')}.", "",
            "Mean overlap |A ∩ B| / 5 of the top-5 superpixels between two seeds (1 = the same five):", "",
-           "| film | superpixels | " + " | ".join(f"{c} samples" for c in counts) + " | adaptive: samples used | adaptive top 5 vs fixed 1000 (same seed) |",
-           "|---|---:|" + "---:|" * len(counts) + "---|---:|"]
+           "| film | superpixels | " + " | ".join(f"{c} samples" for c in counts)
+           + " | unchanged rule: samples used | vs fixed 1000 | gap rule: samples used | vs fixed 1000 | gap rule between seeds |",
+           "|---|---:|" + "---:|" * len(counts) + "---|---:|---|---:|---:|"]
+
+    def gap_cells(d, summary=False):
+        if "gap_mean_samples" not in d and "gap_samples_used" not in d:
+            return "- | - | -"
+        if summary:
+            return (f"mean **{d['gap_mean_samples']:.0f}**, max {d['gap_max_samples']:.0f} | "
+                    f"**{d['gap_overlap_with_fixed1000_same_seed']:.2f}** | **{d['gap_top5_overlap_between_seeds']:.2f}**")
+        used = ", ".join(str(int(u)) for u in d["gap_samples_used"])
+        return f"{used} | {d['gap_overlap_with_fixed1000_same_seed']:.2f} | {d['gap_top5_overlap_between_seeds']:.2f}"
+
     for d in films:
         name = os.path.join(*d["image"].split("/")[-2:])
         ov = " | ".join(f"{v:.2f}" for _, v in d["top5_overlap_between_seeds"])
         used = ", ".join(str(int(u)) for u in d["adaptive_samples_used"])
-        out.append(f"| {name} | {d['n_segments']} | {ov} | {used} | {d['adaptive_overlap_with_fixed1000_same_seed']:.2f} |")
+        out.append(f"| {name} | {d['n_segments']} | {ov} | {used} | {d['adaptive_overlap_with_fixed1000_same_seed']:.2f} | "
+                   f"{gap_cells(d)} |")
     ov = " | ".join(f"**{v:.2f}**" for _, v in summary["top5_overlap_between_seeds"])
     out.append(f"| **all** | | {ov} | mean **{summary['adaptive_mean_samples']:.0f}**, max {summary['adaptive_max_samples']:.0f} | "
-               f"**{summary['adaptive_overlap_with_fixed1000_same_seed']:.2f}** |")
+               f"**{summary['adaptive_overlap_with_fixed1000_same_seed']:.2f}** | {gap_cells(summary, True)} |")
     return "\n".join(out)
 
 
@@ -171,6 +205,9 @@ def replace(text, name, body):
 
 def main():
     res, out = sys.argv[1], sys.argv[2]
+    previous = []
+    if len(sys.argv) > 3 and os.path.exists(sys.argv[3]):
+        previous = [json.loads(line) for line in open(sys.argv[3]) if line.strip()]
     rows, meta, scal, st, st_meta = [], {}, [], [], {}
     for line in open(res):
         d = json.loads(line)
@@ -187,7 +224,16 @@ def main():
     text = open(out).read() if os.path.exists(out) else "# Benchmarks\n"
     text = replace(text, "machine", machine())
     if meta:
-        text = replace(text, "stages", stages_section(rows, meta))
+        text = replace(text, "stages", stages_section(rows, meta, previous))
+        if previous:
+            # keep the merged figures as the run's raw results (bench/run.sh copies them to bench/last-stages.jsonl)
+            measured = {r["stage"] for r in rows}
+            prev_meta = next((r["meta"] for r in previous if "meta" in r), {})
+            meta = dict(meta, earlier_meta=meta.get("earlier_meta") or prev_meta)
+            kept = [dict(r, earlier=True) for r in previous if "side" in r and r["stage"] not in measured]
+            with open(res, "w") as f:
+                for r in [{"meta": meta}] + rows + kept:
+                    f.write(json.dumps(r) + "\n")
     if scal:
         text = replace(text, "scaling", scaling_section(rows, scal))
     if st:

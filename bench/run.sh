@@ -218,6 +218,10 @@ fi
 
 # raw figures of each kind of run, kept apart so that one kind does not erase another's
 if ((do_stages)); then kind=stages; elif ((stability)); then kind=stability; else kind=scaling; fi
+prev=()
+# a subset of the stages: the others are kept from the previous run, marked as such
+if [[ $kind == stages && "$stages" != "augment split load backbone epoch recipe lime gradcam evaluate" ]] \
+   && [[ -f "$ROOT/bench/last-stages.jsonl" ]]; then prev=("$ROOT/bench/last-stages.jsonl"); fi
+"$PY" "$ROOT/bench/report.py" "$RES" "$out" "${prev[@]}"
 cp "$RES" "$ROOT/bench/last-$kind.jsonl"
-"$PY" "$ROOT/bench/report.py" "$RES" "$out"
 log "wrote $out (raw figures: bench/last-$kind.jsonl)"

@@ -11,8 +11,9 @@
 //! samples (the sampler draws the same first rows whatever the total), so they equal separate runs.
 //! Prints, per sample count, the mean overlap |A ∩ B| / 5 of the top-5 superpixels (by |weight|)
 //! over all pairs of seeds, and for the adaptive sampler (defaults, at most 1000 samples) the
-//! samples used and the overlap of its top 5 with fixed-1000's top 5 for the same seed. One JSON
-//! line per image and a summary line.
+//! samples used and the overlap of its top 5 with fixed-1000's top 5 for the same seed; the same
+//! for S-LIME's gap rule (`AdaptiveSampling::gap(1.645)`, at most 1000 samples), with the overlap of
+//! its top 5 between seeds. One JSON line per image and a summary line.
 
 use covid_cxr::explain::model_glue::{lime_classifier, model_view};
 use covid_cxr::explain::{AdaptiveSampling, LimeConfig, LimeImageExplainer, Segmentation};
@@ -60,11 +61,13 @@ fn main() -> anyhow::Result<()> {
     let max = *counts.iter().max().unwrap_or(&1000);
     let ex = LimeImageExplainer::default();
     let (mut all_fixed, mut all_adapt, mut all_used) = (vec![Vec::new(); counts.len()], Vec::new(), Vec::new());
+    let (mut all_gap, mut all_gap_used, mut all_gap_seeds) = (Vec::new(), Vec::new(), Vec::new());
     for path in &args[2..] {
         let view = model_view(&covid_cxr::imageio::open_image(path)?, &manifest.preprocessing)?;
         let segments = Segmentation::default().segment(&view, 0)?;
         let mut per_count: Vec<Vec<Vec<usize>>> = vec![Vec::new(); counts.len()];
         let (mut adapt_overlap, mut used) = (Vec::new(), Vec::new());
+        let (mut gap_overlap, mut gap_used, mut gap_sets) = (Vec::new(), Vec::new(), Vec::new());
         for seed in 0..seeds {
             let base = LimeConfig {
                 top_labels: Some(1),
@@ -110,7 +113,16 @@ fn main() -> anyhow::Result<()> {
             let (e, rep) = ex.explain_with_segments_report(&view, segments.clone(), replay(), &cfg)?;
             adapt_overlap.push(overlap(&top5(&e), &fixed1000));
             used.push(rep.samples_used as f64);
+            let cfg = LimeConfig { num_samples: 1000, adaptive: Some(AdaptiveSampling::gap(1.645)), ..base.clone() };
+            let (e, rep) = ex.explain_with_segments_report(&view, segments.clone(), replay(), &cfg)?;
+            gap_overlap.push(overlap(&top5(&e), &fixed1000));
+            gap_used.push(rep.samples_used as f64);
+            gap_sets.push(top5(&e));
         }
+        let gap_seeds = pairwise(&gap_sets);
+        all_gap.extend(gap_overlap.iter().copied());
+        all_gap_used.extend(gap_used.iter().copied());
+        all_gap_seeds.push(gap_seeds);
         let stab: Vec<f64> = per_count.iter().map(|s| pairwise(s)).collect();
         for (k, s) in stab.iter().enumerate() {
             all_fixed[k].push(*s);
@@ -124,6 +136,9 @@ fn main() -> anyhow::Result<()> {
                 "top5_overlap_between_seeds": counts.iter().zip(&stab).map(|(n, s)| serde_json::json!([n, s])).collect::<Vec<_>>(),
                 "adaptive_overlap_with_fixed1000_same_seed": mean(&adapt_overlap),
                 "adaptive_samples_used": used,
+                "gap_overlap_with_fixed1000_same_seed": mean(&gap_overlap),
+                "gap_samples_used": gap_used,
+                "gap_top5_overlap_between_seeds": gap_seeds,
             })
         );
     }
@@ -135,6 +150,10 @@ fn main() -> anyhow::Result<()> {
             "adaptive_overlap_with_fixed1000_same_seed": mean(&all_adapt),
             "adaptive_mean_samples": mean(&all_used),
             "adaptive_max_samples": all_used.iter().cloned().fold(0.0, f64::max),
+            "gap_overlap_with_fixed1000_same_seed": mean(&all_gap),
+            "gap_mean_samples": mean(&all_gap_used),
+            "gap_max_samples": all_gap_used.iter().cloned().fold(0.0, f64::max),
+            "gap_top5_overlap_between_seeds": mean(&all_gap_seeds),
         })
     );
     Ok(())

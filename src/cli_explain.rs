@@ -138,14 +138,33 @@ pub enum ExplainCmd {
         /// Mask burned-in markers even if the run was trained without it.
         #[arg(long)]
         mask_markers: bool,
-        /// LIME: draw samples in rounds and stop when the top-5 superpixels of every explained
-        /// class are unchanged for 3 rounds of 50 (at most --samples). Off by default: the
-        /// notebook's fixed 1000.
-        #[arg(long)]
-        adaptive: bool,
+        /// LIME: draw samples in rounds of 50 and stop early (at most --samples). `unchanged` (the
+        /// value when none is given): when the top-5 superpixels of every explained class are the
+        /// same for 3 rounds. `gap`: S-LIME's test, when the top 5 stand apart from the other
+        /// superpixels by a one-sided z-test at 5%. Off by default: the notebook's fixed 1000.
+        #[arg(long, value_name = "RULE", num_args = 0..=1, default_missing_value = "unchanged")]
+        adaptive: Option<AdaptiveRule>,
         #[command(flatten)]
         hw: crate::cli_hw::HwArgs,
     },
+}
+
+/// The adaptive sampler's stopping rules on the command line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum AdaptiveRule {
+    /// The top-5 set unchanged for 3 rounds.
+    Unchanged,
+    /// S-LIME's z-test (1.645) on the top 5 against the rest.
+    Gap,
+}
+
+impl AdaptiveRule {
+    fn sampling(self) -> AdaptiveSampling {
+        match self {
+            AdaptiveRule::Unchanged => AdaptiveSampling::default(),
+            AdaptiveRule::Gap => AdaptiveSampling::gap(1.645),
+        }
+    }
 }
 
 /// Runs the subcommand.
@@ -211,7 +230,7 @@ pub fn run(c: ExplainCmd) -> Result<()> {
                 num_samples: samples,
                 batch_size,
                 seed,
-                adaptive: adaptive.then(AdaptiveSampling::default),
+                adaptive: adaptive.map(AdaptiveRule::sampling),
                 ..LimeConfig::default()
             };
             let (e, sampling) = LimeImageExplainer::default()

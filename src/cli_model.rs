@@ -318,7 +318,7 @@ fn train(data: &Path, out: &Path, cfg: &TrainConfig, o: &TrainOpts) -> Result<()
     )?;
     // pictures: the training curves and the validation figures
     covid_cxr::report::accuracy_loss(&history)?.save(partial.join("accuracy_loss.png"))?;
-    let ev = covid_cxr::evaluate::evaluate(&model, &val_ds)?;
+    let ev = covid_cxr::train::evaluate_val(&model, &val_ds, &cfg)?;
     write_json(&partial.join("val_evaluation.json"), &ev)?;
     covid_cxr::report::save_evaluation_figures(&ev, &partial, "val_")?;
     guard.finish(out)?;

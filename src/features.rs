@@ -112,9 +112,12 @@ pub fn extract(
     let views = effective_views(ds, views);
     let n = ds.len();
     let dl = DataLoader::new(ds, batch_size).seed(seed);
-    let mut feats = Vec::with_capacity(views * n.div_ceil(batch_size));
-    let mut labels = Vec::new();
     let total = views * n;
+    // One output tensor, written batch by batch: keeping a small tensor per batch alive between
+    // the batches' large temporary buffers fragments glibc's heap, and the process then grew by
+    // about one decoded batch per batch (1 MB per film: 10 GB at 15,000 films).
+    let features = Tensor::zeros([total as i64, NUM_FEATURES], (Kind::Float, tch::Device::Cpu));
+    let mut labels: Vec<i64> = Vec::with_capacity(n);
     let mut done = 0;
     // decode the next batches on another thread while the backbone runs on this one
     std::thread::scope(|scope| -> Result<()> {
@@ -129,25 +132,31 @@ pub fn extract(
                 }
             }
         });
+        let mut row = 0i64;
         for (v, b) in rx {
             let b = b?;
-            feats.push(model.features(&b.images));
+            let f = model.features(&b.images);
+            let k = f.size().first().copied().unwrap_or(0);
+            if f.size() != [k, NUM_FEATURES] || row + k > total as i64 {
+                return Err(Error::dataset(
+                    &ds.root,
+                    format!("the backbone gave features of shape {:?} for a batch of {}", f.size(), b.paths.len()),
+                ));
+            }
+            features.narrow(0, row, k).copy_(&f.to_kind(Kind::Float));
+            row += k;
             if v == 0 {
-                labels.push(b.labels);
+                labels.extend(Vec::<i64>::try_from(&b.labels)?);
             }
             done += b.paths.len();
             progress(done, total);
         }
+        if row != total as i64 {
+            return Err(Error::dataset(&ds.root, format!("extracted {row} features for {total} views (corrupt images?)")));
+        }
         Ok(())
     })?;
-    let features = Tensor::cat(&feats, 0);
-    if features.size() != [total as i64, NUM_FEATURES] {
-        return Err(Error::dataset(
-            &ds.root,
-            format!("extracted {:?} features for {total} views (corrupt images?)", features.size()),
-        ));
-    }
-    Ok(FeatureSet { features, labels: Tensor::cat(&labels, 0), views, n })
+    Ok(FeatureSet { features, labels: Tensor::from_slice(&labels), views, n })
 }
 
 /// `<cache>/features`.

@@ -357,7 +357,7 @@ fn demo_model(work: &Path, seed: u64, explain_samples: usize, steps: usize, hw: 
         seed,
         out: work.join("explain"),
         mask_markers: false,
-        adaptive: false,
+        adaptive: None,
         hw: hw.clone(),
     })?;
     eprintln!("[9/{steps}] faithfulness on 4 validation films with lesion masks (LIME 300 samples, Grad-CAM)");

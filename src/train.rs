@@ -439,6 +439,25 @@ pub fn features_for(
     Ok((ft, fv))
 }
 
+/// The validation figures of a trained model ([`crate::evaluate::Evaluation`]): on the cached path
+/// from the validation set's cached features (the frozen backbone's output is the same, so only the
+/// head runs), else by running the whole model over the images as
+/// [`crate::evaluate::evaluate`] does. The feature cache makes this instant after training, where
+/// a second pass of the backbone over the validation images used to cost as much as extracting
+/// their features.
+pub fn evaluate_val(model: &TransferModel, val: &ImageFolder, cfg: &TrainConfig) -> Result<crate::evaluate::Evaluation> {
+    let (Some(sha), true, 0) = (&cfg.weights_sha256, cfg.cached, model.cfg.fine_tune_blocks) else {
+        return crate::evaluate::evaluate(model, val);
+    };
+    if val.is_empty() {
+        return Err(Error::dataset(&val.root, "no images to evaluate"));
+    }
+    let dir = cfg.cache_dir.clone().unwrap_or_else(default_cache_dir);
+    let (fs, _) = cached_features(model, sha, val, 1, cfg.seed, cfg.extract_batch_size, &dir, &mut |_, _| {})?;
+    let probs = Vec::<Vec<f32>>::try_from(&model.proba_from_features(&fs.view(0)))?;
+    crate::evaluate::evaluate_probs(&probs, &labels_vec(&fs.labels)?, &val.classes)
+}
+
 fn epoch_order(n: usize, seed: u64, epoch: usize) -> Vec<usize> {
     let mut idx: Vec<usize> = (0..n).collect();
     idx.shuffle(&mut ChaCha8Rng::seed_from_u64(seed ^ (epoch as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15)));

@@ -83,4 +83,30 @@ fn precision_and_device_choices_are_recorded() {
     let used = j["lime"]["sampling"]["samples_used"].as_u64().unwrap();
     assert!(used > 0 && used <= 120, "{j}");
     assert_eq!(j["lime"]["adaptive"]["top_k"], 5);
+    assert_eq!(j["lime"]["adaptive"]["rule"], "unchanged");
+    // S-LIME's gap rule: the separation of the top 5 is reported for every round judged
+    run_ok(
+        bin()
+            .args(["explain", "--method", "lime", "--samples", "220", "--top-labels", "1", "--adaptive=gap", "--model"])
+            .arg(p("f32"))
+            .arg(&img)
+            .arg("--out")
+            .arg(p("ex-gap"))
+            .env("COVID_CXR_CACHE", p("cache")),
+    );
+    let j: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(p("ex-gap").join(format!("{stem}.json"))).unwrap()).unwrap();
+    assert_eq!(j["lime"]["adaptive"]["rule"]["gap"]["z"], 1.645, "{j}");
+    let sep = j["lime"]["sampling"]["separation"].as_array().unwrap();
+    assert!(!sep.is_empty() && sep[0][0] == 150, "{j}");
+    // a rule that does not exist is refused by name
+    let o = bin()
+        .args(["explain", "--method", "lime", "--adaptive=sometimes", "--model"])
+        .arg(p("f32"))
+        .arg(&img)
+        .arg("--out")
+        .arg(p("ex-bad"))
+        .output()
+        .unwrap();
+    assert!(!o.status.success() && String::from_utf8_lossy(&o.stderr).contains("sometimes"));
 }

@@ -187,6 +187,13 @@ fn head_training_on_synthetic_films_beats_chance() {
     );
     assert_eq!(h.epochs.len(), 30);
     assert!(last.val.accuracy > 0.55, "val accuracy {} not clearly above chance (0.33)", last.val.accuracy);
+    // the validation figures from the cached features equal a full pass of the model over the images
+    let cached = covid_cxr::train::evaluate_val(&m, &va, &cfg).unwrap();
+    let full = covid_cxr::evaluate::evaluate(&m, &va).unwrap();
+    assert_eq!(cached.report.confusion_matrix, full.report.confusion_matrix);
+    assert!((cached.accuracy - last.val.accuracy).abs() < 1e-12, "{} vs {}", cached.accuracy, last.val.accuracy);
+    let uncached = covid_cxr::train::evaluate_val(&m, &va, &TrainConfig { cached: false, ..cfg.clone() }).unwrap();
+    assert_eq!(uncached.report.confusion_matrix, full.report.confusion_matrix);
     // determinism: same seed, same history
     tch::manual_seed(0);
     let mut m2 = TransferModel::pretrained(&TransferConfig::default()).unwrap();

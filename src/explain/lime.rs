@@ -41,7 +41,7 @@ use super::segmentation::{Segmentation, Segments};
 use crate::error::{Error, Result};
 use image::RgbImage;
 use ndarray::{Array1, Array2, ArrayView1, ArrayView2, Axis};
-use ndarray_linalg::{LeastSquaresSvd, SolveH};
+use ndarray_linalg::{Inverse, LeastSquaresSvd, SolveH};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use rayon::prelude::*;
@@ -103,14 +103,13 @@ pub struct LimeConfig {
     pub adaptive: Option<AdaptiveSampling>,
 }
 
-/// The adaptive sampler (in the spirit of S-LIME, Zhou et al. 2021, with a simpler test): the
-/// samples are drawn in rounds of `round` from the same stream as the fixed sampler (so the
-/// first `n` samples are those of a fixed run with `num_samples = n`); after each round, once at
-/// least `min_samples` are in, the local model of every explained class is refitted and its
-/// `top_k` superpixels by |weight| are compared, as a set, with the previous round's. Sampling
-/// stops when the sets of every explained class have stayed the same for `stable_rounds`
-/// consecutive rounds, or at `num_samples`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+/// The adaptive sampler (in the spirit of S-LIME, Zhou et al. 2021): the samples are drawn in
+/// rounds of `round` from the same stream as the fixed sampler (so the first `n` samples are those
+/// of a fixed run with `num_samples = n`); after each round, once at least `min_samples` are in,
+/// the local model of every explained class is refitted and the round is judged by `rule`
+/// ([`StopRule`]). Sampling stops when `stable_rounds` consecutive rounds have passed for every
+/// explained class, or at `num_samples`.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct AdaptiveSampling {
     /// Samples per round.
     pub round: usize,
@@ -118,14 +117,48 @@ pub struct AdaptiveSampling {
     pub min_samples: usize,
     /// Size of the set that must be stable (the notebook shows 5 superpixels).
     pub top_k: usize,
-    /// Consecutive unchanged rounds needed to stop.
+    /// Consecutive passing rounds needed to stop.
     pub stable_rounds: usize,
+    /// What makes a round pass.
+    #[serde(default)]
+    pub rule: StopRule,
 }
 
 impl Default for AdaptiveSampling {
     fn default() -> Self {
-        AdaptiveSampling { round: 50, min_samples: 150, top_k: 5, stable_rounds: 3 }
+        AdaptiveSampling { round: 50, min_samples: 150, top_k: 5, stable_rounds: 3, rule: StopRule::Unchanged }
     }
+}
+
+impl AdaptiveSampling {
+    /// S-LIME's rule: stop at the first round (from 150 samples) where the top `k` superpixels
+    /// are separated from the rest by a one-sided z-test at level `z` (1.645: 5%), see
+    /// [`StopRule::Gap`].
+    ///
+    /// ```
+    /// let a = covid_cxr::explain::AdaptiveSampling::gap(1.645);
+    /// assert_eq!((a.stable_rounds, a.top_k), (1, 5));
+    /// ```
+    pub fn gap(z: f64) -> Self {
+        AdaptiveSampling { stable_rounds: 1, rule: StopRule::Gap { z }, ..Default::default() }
+    }
+}
+
+/// When a round of the adaptive sampler passes.
+#[derive(Debug, Clone, Copy, PartialEq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StopRule {
+    /// The set of the top k superpixels (by |weight|) is the same as after the previous round.
+    #[default]
+    Unchanged,
+    /// Every superpixel of the top k has a larger |weight| than every one outside it by at least
+    /// `z` standard errors (heteroskedasticity-robust sandwich errors of the weighted ridge fit;
+    /// [`top_k_separation`]): S-LIME's test on the k-th and (k+1)-th features, applied to every
+    /// pair across the boundary.
+    Gap {
+        /// The z threshold (1.645: one-sided 5%).
+        z: f64,
+    },
 }
 
 /// How many samples an explanation used and how stable its top superpixels were.
@@ -142,6 +175,10 @@ pub struct SamplingReport {
     /// `(samples, smallest Jaccard index over the explained classes between this round's top-k
     /// set and the previous round's)` for every round compared; empty for a fixed run.
     pub history: Vec<(usize, f64)>,
+    /// `(samples, smallest separation z over the explained classes)` for every round judged by
+    /// [`StopRule::Gap`] (see [`top_k_separation`]); empty otherwise.
+    #[serde(default)]
+    pub separation: Vec<(usize, f64)>,
 }
 
 impl Default for LimeConfig {
@@ -405,6 +442,58 @@ fn least_squares(xc: &Array2<f64>, yc: &Array1<f64>, w: &ArrayView1<f64>) -> Res
     Ok(r.solution)
 }
 
+/// How clearly the top `k` columns (by |ridge weight|) stand apart from the others: the smallest,
+/// over pairs `i` in the top `k` and `j` outside it, of `(|b_i| - |b_j|) / se`, where `se` is the
+/// standard error of `s_i b_i - s_j b_j` (`s` the signs) from the heteroskedasticity-robust (HC0)
+/// sandwich covariance of the weighted ridge fit `(A⁻¹ X'W²diag(r²)X A⁻¹`, `A = X'WX + αI`, on
+/// centred data). S-LIME (Zhou et al. 2021) tests the k-th against the (k+1)-th feature; this
+/// tests every pair across the boundary. `+∞` when there are no more than `k` columns.
+///
+/// ```
+/// use ndarray::{Array1, Array2};
+/// // y depends strongly on columns 0 and 1, not at all on 2 and 3: a clear top 2
+/// let x = Array2::from_shape_fn((64, 4), |(i, j)| ((i >> j) & 1) as f64);
+/// let y: Array1<f64> = x.rows().into_iter().enumerate().map(|(i, r)| 2.0 * r[0] + r[1] + 0.01 * ((i * 7 % 5) as f64)).collect();
+/// let w = Array1::ones(64);
+/// let z = covid_cxr::explain::lime::top_k_separation(x.view(), y.view(), w.view(), 1.0, 2).unwrap();
+/// assert!(z > 10.0, "{z}");
+/// ```
+pub fn top_k_separation(x: ArrayView2<f64>, y: ArrayView1<f64>, w: ArrayView1<f64>, alpha: f64, k: usize) -> Result<f64> {
+    let (n, p) = x.dim();
+    if p <= k {
+        return Ok(f64::INFINITY);
+    }
+    let fit = weighted_ridge(x, y, w, alpha)?;
+    let sw = w.sum();
+    let xm = x.t().dot(&w) / sw;
+    let xc = &x - &xm.view().insert_axis(Axis(0));
+    let resid = &y - &fit.predict(x);
+    let mut a = xc.t().dot(&(&xc * &w.view().insert_axis(Axis(1))));
+    for i in 0..p {
+        a[[i, i]] += alpha;
+    }
+    // (`invh` fills one triangle only: the general inverse of the symmetric positive-definite `a`)
+    let a_inv = a.inv().map_err(|e| Error::Linalg(format!("top_k_separation: {e}")))?;
+    let wr: Array1<f64> = (0..n).map(|i| w[i] * resid[i]).collect();
+    let xs = &xc * &wr.view().insert_axis(Axis(1));
+    let meat = xs.t().dot(&xs);
+    let cov = a_inv.dot(&meat).dot(&a_inv);
+    let mut order: Vec<usize> = (0..p).collect();
+    order.sort_by(|&i, &j| fit.coef[j].abs().total_cmp(&fit.coef[i].abs()));
+    let (top, rest) = order.split_at(k);
+    let mut z_min = f64::INFINITY;
+    for &i in top {
+        for &j in rest {
+            let (si, sj) = (fit.coef[i].signum(), fit.coef[j].signum());
+            let var = cov[[i, i]] + cov[[j, j]] - 2.0 * si * sj * cov[[i, j]];
+            let gap = fit.coef[i].abs() - fit.coef[j].abs();
+            let z = if var > 0.0 { gap / var.sqrt() } else if gap > 0.0 { f64::INFINITY } else { 0.0 };
+            z_min = z_min.min(z);
+        }
+    }
+    Ok(z_min)
+}
+
 /// scikit-learn's `r2_score(y, pred, sample_weight=w)`: 1 - Σw(y-p)² / Σw(y-ȳ_w)²; a constant
 /// target gives 1 when predicted exactly, else 0.
 pub fn weighted_r2(y: ArrayView1<f64>, pred: ArrayView1<f64>, w: ArrayView1<f64>) -> f64 {
@@ -521,6 +610,11 @@ impl LimeImageExplainer {
             if a.round == 0 || a.top_k == 0 || a.stable_rounds == 0 {
                 return Err(Error::invalid("LIME: adaptive round, top_k and stable_rounds must be >= 1"));
             }
+            if let StopRule::Gap { z } = a.rule {
+                if !z.is_finite() || z < 0.0 {
+                    return Err(Error::invalid(format!("LIME: the gap rule's z must be finite and >= 0, got {z}")));
+                }
+            }
         }
         segments.check_image(image)?;
         let fudged = fudged_image(image, &segments, cfg.hide_color)?;
@@ -534,6 +628,7 @@ impl LimeImageExplainer {
             stopped_early: false,
             stable_rounds: 0,
             history: Vec::new(),
+            separation: Vec::new(),
         };
         let mut probs: Option<Array2<f64>> = None;
         let mut top_labels = Vec::new();
@@ -562,25 +657,45 @@ impl LimeImageExplainer {
                 continue;
             }
             let (d, w) = (data.slice(ndarray::s![..n, ..]), weights_all.slice(ndarray::s![..n]));
-            let sets = top_labels
-                .iter()
-                .map(|&l| {
-                    let e = self.explain_label(d, pr.column(l), w, l, cfg.num_features)?;
-                    let mut t: Vec<usize> = e.weights.iter().take(a.top_k).map(|p| p.0).collect();
-                    t.sort_unstable();
-                    Ok(t)
-                })
-                .collect::<Result<Vec<_>>>()?;
-            if let Some(prev) = &previous {
-                let j = sets.iter().zip(prev).map(|(s, p)| jaccard(s, p)).fold(1.0, f64::min);
-                report.history.push((n, j));
-                report.stable_rounds = if j == 1.0 { report.stable_rounds + 1 } else { 0 };
-                if report.stable_rounds >= a.stable_rounds {
-                    report.stopped_early = true;
-                    break;
+            let mut sets = Vec::with_capacity(top_labels.len());
+            let mut z_min = f64::INFINITY;
+            for &l in &top_labels {
+                let e = self.explain_label(d, pr.column(l), w, l, cfg.num_features)?;
+                let mut t: Vec<usize> = e.weights.iter().take(a.top_k).map(|p| p.0).collect();
+                t.sort_unstable();
+                sets.push(t);
+                if let StopRule::Gap { .. } = a.rule {
+                    let used: Vec<usize> = e.weights.iter().map(|p| p.0).collect();
+                    let x = columns(d, &used);
+                    let z = top_k_separation(x.view(), pr.column(l), w, 1.0, a.top_k)?;
+                    z_min = z_min.min(z);
                 }
             }
+            let passed = match a.rule {
+                StopRule::Unchanged => {
+                    let Some(prev) = &previous else {
+                        previous = Some(sets);
+                        continue;
+                    };
+                    let j = sets.iter().zip(prev).map(|(s, p)| jaccard(s, p)).fold(1.0, f64::min);
+                    report.history.push((n, j));
+                    j == 1.0
+                }
+                StopRule::Gap { z } => {
+                    if let Some(prev) = &previous {
+                        let j = sets.iter().zip(prev).map(|(s, p)| jaccard(s, p)).fold(1.0, f64::min);
+                        report.history.push((n, j));
+                    }
+                    report.separation.push((n, z_min));
+                    z_min >= z
+                }
+            };
+            report.stable_rounds = if passed { report.stable_rounds + 1 } else { 0 };
             previous = Some(sets);
+            if report.stable_rounds >= a.stable_rounds {
+                report.stopped_early = true;
+                break;
+            }
         }
         let probs = probs.ok_or_else(|| Error::invalid("LIME: no sample"))?;
         report.samples_used = n;
@@ -933,5 +1048,35 @@ mod tests {
         assert!(rep.history.iter().any(|h| h.1 < 1.0));
         let bad = adaptive_cfg(400, AdaptiveSampling { round: 0, ..Default::default() });
         assert!(ex.explain_with_segments(&img, seg, easy, &bad).is_err());
+    }
+
+    #[test]
+    fn gap_rule_stops_when_the_top5_stand_apart_and_not_on_noise() {
+        let (img, seg) = grid();
+        let ex = LimeImageExplainer::default();
+        let cfg = adaptive_cfg(1000, AdaptiveSampling::gap(1.645));
+        let (e, rep) = ex.explain_with_segments_report(&img, seg.clone(), easy, &cfg).unwrap();
+        assert!(rep.stopped_early && rep.samples_used <= 1000 / 3, "{rep:?}");
+        assert!(rep.separation.last().unwrap().1 >= 1.645, "{rep:?}");
+        let f = ex.explain_with_segments(&img, seg.clone(), easy, &LimeConfig { adaptive: None, ..cfg.clone() }).unwrap();
+        assert_eq!(top5(&e), top5(&f));
+        // noise: the top 5 never stand apart, so it runs to the maximum and reports every round
+        let (_, rep) =
+            ex.explain_with_segments_report(&img, seg.clone(), noise, &adaptive_cfg(400, AdaptiveSampling::gap(1.645))).unwrap();
+        assert!(!rep.stopped_early && rep.samples_used == 400, "{rep:?}");
+        assert!(rep.separation.iter().all(|s| s.1 < 1.645) && rep.separation.len() == 5, "{rep:?}");
+        let bad = adaptive_cfg(400, AdaptiveSampling::gap(f64::NAN));
+        assert!(ex.explain_with_segments(&img, seg, easy, &bad).unwrap_err().to_string().contains("z must be finite"));
+    }
+
+    #[test]
+    fn separation_is_infinite_with_k_columns_and_small_for_equal_effects() {
+        let x = Array2::from_shape_fn((32, 3), |(i, j)| ((i >> j) & 1) as f64);
+        let y: Array1<f64> = x.rows().into_iter().map(|r| r[0] + r[1] + r[2]).collect();
+        let w = Array1::ones(32);
+        assert_eq!(top_k_separation(x.view(), y.view(), w.view(), 1.0, 3).unwrap(), f64::INFINITY);
+        // three equal effects: the top 2 cannot stand apart from the third
+        let noisy: Array1<f64> = y.iter().enumerate().map(|(i, v)| v + ((i * 13 % 7) as f64 - 3.0) * 0.1).collect();
+        assert!(top_k_separation(x.view(), noisy.view(), w.view(), 1.0, 2).unwrap() < 1.645);
     }
 }

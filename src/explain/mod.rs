@@ -22,7 +22,7 @@ pub mod segmentation;
 pub use colormap::Colormap;
 pub use gradcam::{cam_maps, grad_cam, grad_cam_classes, grad_cam_per_item, overlay, CamModel};
 pub use lime::{
-    AdaptiveSampling, Explanation, FeatureSelection, LabelExplanation, LimeConfig, LimeImageExplainer, LinearFit,
+    AdaptiveSampling, Explanation, FeatureSelection, LabelExplanation, LimeConfig, LimeImageExplainer, LinearFit, StopRule,
     MaskOptions, SamplingReport,
 };
 pub use segmentation::{find_boundaries, mark_boundaries, quickshift, slic, BoundaryMode, Segmentation, Segments};
