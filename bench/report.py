@@ -61,6 +61,7 @@ ROWS = [  # (label, rust stage, python stage, measure): measure "rate" compares 
     ("one epoch of the notebook's uncached loop (train + val)", "epoch_uncached", "epoch_uncached", "wall"),
     ("LIME, one film, {lime} samples, top 3 labels (whole command)", "lime", "lime", "wall"),
     ("LIME adaptive (covid-cxr `--adaptive`, at most {lime}) vs lime fixed {lime}", "lime_adaptive", "lime", "wall"),
+    ("LIME adaptive, S-LIME gap rule (covid-cxr `--adaptive=gap`, at most {lime}) vs lime fixed {lime}", "lime_gap", "lime", "wall"),
     ("Grad-CAM, 3 classes (whole command)", "gradcam", "gradcam", "wall"),
     ("evaluation of the validation folder (whole command)", "evaluate", "evaluate", "wall"),
 ]

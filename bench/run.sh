@@ -8,11 +8,12 @@
 #   bench/run.sh --scaling "1000 4000"   # chosen sizes
 #   bench/run.sh --scaling --views 1     # one augmented view per training film instead of the recipe's 3
 #   bench/run.sh --stability     # LIME's top-5 stability between seeds at 250/500/1000/2000 samples
-#                                # (LIME_COUNTS) and the adaptive sampler against fixed 1000, on 1 real
-#                                # validation film per class (STABILITY_FILMS), 3 seeds
+#                                # (LIME_COUNTS) and the adaptive sampler's two rules against fixed 1000,
+#                                # on 1 real validation film per class (STABILITY_FILMS), 3 seeds
+#   bench/run.sh --stages "epoch recipe"   # a subset: the other rows are kept from the last run, marked
 #
 # Options: --stages "augment split load backbone epoch recipe lime gradcam evaluate" (a subset; default
-# all; lime, gradcam and evaluate need recipe), --no-build (use the built binary as it is), --reps N, --data DIR (an ImageFolder; default ../shared/data/cxr-small/train, else
+# all; lime, gradcam and evaluate need recipe; the recipe's ratio needs epoch), --no-build (use the built binary as it is), --reps N, --data DIR (an ImageFolder; default ../shared/data/cxr-small/train, else
 # synthetic films), --out FILE (default BENCHMARKS.md), --keep (keep the work folder).
 # The Python side lives in its own venv, $COVID_CXR_CACHE/bench-venv-torch<version>-<hash of
 # bench/requirements.txt>, made on first use from PyPI (torch 2.13.0, torchvision 0.28.0, Augmentor,
@@ -41,7 +42,7 @@ while (($#)); do
     --scaling)
       do_stages=0
       if [[ $# -gt 1 && "$2" =~ ^[0-9\ ]+$ ]]; then scaling="$2"; shift; else scaling="1000 4000 15000"; fi ;;
-    -h|--help) sed -n 2,22p "$0"; exit 0 ;;
+    -h|--help) sed -n 2,23p "$0"; exit 0 ;;
     *) echo "bench/run.sh: unknown option $1" >&2; exit 2 ;;
   esac
   shift
@@ -166,6 +167,7 @@ if ((do_stages)); then
         run="$W/run-r$rep"
         measure rust lime "$BIN" explain --model "$run" "$img" --method lime --samples "$LIME_N" --out "$W/lime-r$rep"
         measure rust lime_adaptive "$BIN" explain --model "$run" "$img" --method lime --samples "$LIME_N" --adaptive --out "$W/limea-r$rep"
+        measure rust lime_gap "$BIN" explain --model "$run" "$img" --method lime --samples "$LIME_N" --adaptive=gap --out "$W/limeg-r$rep"
         measure rust gradcam "$BIN" explain --model "$run" "$img" --method gradcam --out "$W/cam-r$rep"
         measure rust evaluate "$BIN" evaluate --model "$run" --data "$W/split-recipe/val" --json "$W/eval-r$rep.json"
       else

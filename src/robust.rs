@@ -365,7 +365,6 @@ pub fn fit(
     }
     let _one = crate::hardware::OneThread::new(); // tiny operations: see OneThread
     let build = || {
-        let _init = HEAD_INIT.lock().unwrap_or_else(|e| e.into_inner());
         tch::manual_seed(seed as i64);
         let vs = nn::VarStore::new(Device::Cpu);
         let head = Head::with_spec(&(vs.root() / "fc"), &c.head, (128, 64), num_classes as i64, 0.5);
@@ -471,92 +470,29 @@ pub struct CvScore {
 }
 
 /// k-fold cross-validation of every candidate of `cfg.grid` on `data` (see the module docs);
-/// `progress(done, total)` after each fit. The fits of linear candidates run on as many threads as
-/// the machine has (each fit on one libtorch thread), the others one by one; the scores are the
-/// same as [`cross_validate_with`] on one worker.
+/// `progress(done, total)` after each fit.
 pub fn cross_validate(
     data: &CvData,
     cfg: &RobustConfig,
     progress: &mut dyn FnMut(usize, usize),
 ) -> Result<Vec<CvScore>> {
-    let workers = std::thread::available_parallelism().map_or(1, |n| n.get());
-    cross_validate_with(data, cfg, workers, progress)
-}
-
-/// Serialises the seeding and initialisation of heads: libtorch's generator is global, so fits on
-/// several threads must not interleave `manual_seed` and the draws of the initial weights.
-static HEAD_INIT: std::sync::Mutex<()> = std::sync::Mutex::new(());
-
-/// [`cross_validate`] with `workers` threads for the linear candidates' fits. A linear head draws
-/// random numbers only at initialisation (under a lock), so its fits can run side by side and give
-/// the same weights as one by one; an MLP head also draws dropout masks while it trains, so MLP
-/// fits run alone.
-pub fn cross_validate_with(
-    data: &CvData,
-    cfg: &RobustConfig,
-    workers: usize,
-    progress: &mut dyn FnMut(usize, usize),
-) -> Result<Vec<CvScore>> {
     let fold = grouped_folds(&data.labels, data.groups.as_deref(), cfg.folds, cfg.cv_seed)?;
     let total = cfg.grid.len() * cfg.folds;
-    let jobs: Vec<(usize, usize)> = (0..cfg.grid.len()).flat_map(|c| (0..cfg.folds).map(move |f| (c, f))).collect();
-    // one fit: candidate c on every fold but f, scored on fold f (tensors are not Sync: each
-    // worker gets its own shallow clones of the features)
-    let (labels, num_classes, fold) = (&data.labels[..], data.num_classes, &fold[..]);
-    let run = |(c, f): (usize, usize), views: &[Tensor], clean: &Tensor| -> Result<(f64, f64)> {
-        let _one = crate::hardware::OneThread::new();
-        let tr: Vec<usize> = (0..fold.len()).filter(|&i| fold[i] != f).collect();
-        let te: Vec<usize> = (0..fold.len()).filter(|&i| fold[i] == f).collect();
-        let (_vs, head) = fit(&cfg.grid[c], views, labels, &tr, num_classes, cfg.seed)?;
-        let pred = predict(&head, &index(clean, &te))?;
-        let truth: Vec<i64> = te.iter().map(|&i| labels[i]).collect();
-        Ok(crate::subgroups::accuracy_macro_f1(&truth, &pred, num_classes))
-    };
-    let mut results: Vec<Option<(f64, f64)>> = vec![None; jobs.len()];
     let mut done = 0;
-    let (parallel, serial): (Vec<usize>, Vec<usize>) =
-        (0..jobs.len()).partition(|&j| cfg.grid[jobs[j].0].head.kind == HeadKind::Linear && workers > 1);
-    if !parallel.is_empty() {
-        // one libtorch thread per worker (threads started now inherit the count)
-        let _one = crate::hardware::OneThread::new();
-        let next = std::sync::atomic::AtomicUsize::new(0);
-        let (tx, rx) = std::sync::mpsc::channel::<(usize, Result<(f64, f64)>)>();
-        std::thread::scope(|s| {
-            for _ in 0..workers.min(parallel.len()) {
-                let (tx, next, parallel, jobs, run) = (tx.clone(), &next, &parallel, &jobs, &run);
-                let views: Vec<Tensor> = data.views.iter().map(|t| t.shallow_clone()).collect();
-                let clean = data.clean.shallow_clone();
-                s.spawn(move || loop {
-                    let k = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                    let Some(&j) = parallel.get(k) else { break };
-                    if tx.send((j, run(jobs[j], &views, &clean))).is_err() {
-                        break;
-                    }
-                });
-            }
-            drop(tx);
-            for (j, r) in rx {
-                results[j] = Some(r?);
-                done += 1;
-                progress(done, total);
-            }
-            Ok::<(), Error>(())
-        })?;
-    }
-    for j in serial {
-        results[j] = Some(run(jobs[j], &data.views, &data.clean)?);
-        done += 1;
-        progress(done, total);
-    }
     let mut out = Vec::new();
-    for (ci, c) in cfg.grid.iter().enumerate() {
+    for c in &cfg.grid {
         let (mut f1s, mut accs) = (Vec::new(), Vec::new());
-        for (j, &(cj, _)) in jobs.iter().enumerate() {
-            if cj == ci {
-                let (a, m) = results[j].ok_or_else(|| Error::invalid("cross-validation: a fit did not run"))?;
-                accs.push(a);
-                f1s.push(m);
-            }
+        for f in 0..cfg.folds {
+            let tr: Vec<usize> = (0..fold.len()).filter(|&i| fold[i] != f).collect();
+            let te: Vec<usize> = (0..fold.len()).filter(|&i| fold[i] == f).collect();
+            let (_vs, head) = fit(c, &data.views, &data.labels, &tr, data.num_classes, cfg.seed)?;
+            let pred = predict(&head, &index(&data.clean, &te))?;
+            let truth: Vec<i64> = te.iter().map(|&i| data.labels[i]).collect();
+            let (a, m) = crate::subgroups::accuracy_macro_f1(&truth, &pred, data.num_classes);
+            accs.push(a);
+            f1s.push(m);
+            done += 1;
+            progress(done, total);
         }
         let s = Spread::of(&f1s);
         out.push(CvScore {
@@ -734,13 +670,6 @@ mod tests {
         let a = cross_validate(&d, &cfg, &mut |_, _| {}).unwrap();
         let b = cross_validate(&d, &cfg, &mut |_, _| {}).unwrap();
         assert_eq!(a, b);
-        // linear fits side by side on 3 workers score exactly as one by one, progress counts every fit
-        let grid = vec![default_grid()[0], default_grid()[5], Candidate { epochs: 2, ..default_grid()[12] }];
-        let cfg3 = RobustConfig { grid, folds: 3, ..cfg.clone() };
-        let mut seen = Vec::new();
-        let par = cross_validate_with(&d, &cfg3, 3, &mut |done, total| seen.push((done, total))).unwrap();
-        assert_eq!(par, cross_validate_with(&d, &cfg3, 1, &mut |_, _| {}).unwrap());
-        assert_eq!(seen, (1..=9).map(|k| (k, 9)).collect::<Vec<_>>());
         assert!(a[0].macro_f1 > 0.9, "{}", format_scores(&a, choose(&a)));
         // fitting the same candidate twice gives the same head
         let all: Vec<usize> = (0..180).collect();
