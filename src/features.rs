@@ -143,7 +143,7 @@ pub fn extract(
                     format!("the backbone gave features of shape {:?} for a batch of {}", f.size(), b.paths.len()),
                 ));
             }
-            features.narrow(0, row, k).copy_(&f.to_kind(Kind::Float));
+            features.narrow(0, row, k).copy_(&f);
             row += k;
             if v == 0 {
                 labels.extend(Vec::<i64>::try_from(&b.labels)?);

@@ -182,7 +182,6 @@ impl Drop for OneThread {
     }
 }
 
-
 /// `"cpu"`, `"cuda:0"`, ...
 pub fn device_name(d: Device) -> String {
     match d {

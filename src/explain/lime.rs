@@ -671,21 +671,13 @@ impl LimeImageExplainer {
                     z_min = z_min.min(z);
                 }
             }
+            let jac = previous.as_ref().map(|prev| sets.iter().zip(prev).map(|(s, p)| jaccard(s, p)).fold(1.0, f64::min));
+            if let Some(j) = jac {
+                report.history.push((n, j));
+            }
             let passed = match a.rule {
-                StopRule::Unchanged => {
-                    let Some(prev) = &previous else {
-                        previous = Some(sets);
-                        continue;
-                    };
-                    let j = sets.iter().zip(prev).map(|(s, p)| jaccard(s, p)).fold(1.0, f64::min);
-                    report.history.push((n, j));
-                    j == 1.0
-                }
+                StopRule::Unchanged => jac == Some(1.0),
                 StopRule::Gap { z } => {
-                    if let Some(prev) = &previous {
-                        let j = sets.iter().zip(prev).map(|(s, p)| jaccard(s, p)).fold(1.0, f64::min);
-                        report.history.push((n, j));
-                    }
                     report.separation.push((n, z_min));
                     z_min >= z
                 }
