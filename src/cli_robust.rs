@@ -130,10 +130,16 @@ pub fn train_recipe(
             let clean_ds = ImageFolder::open(&train.root, val.transform.clone())?;
             let sha = cfg.weights_sha256.clone().context("weights sha256 missing")?;
             let dir = cfg.cache_dir.clone().unwrap_or_else(default_cache_dir);
-            let (fclean, _) =
-                cached_features(model, &sha, &clean_ds, 1, cfg.seed, cfg.extract_batch_size, &dir, &mut |done, total| {
-                    show(Progress::Step { stage: "features train (inference view)", done, total })
-                })?;
+            let (fclean, _) = cached_features(
+                model,
+                &sha,
+                &clean_ds,
+                1,
+                cfg.seed,
+                cfg.extract_batch_size,
+                &dir,
+                &mut |done, total| show(Progress::Step { stage: "features train (inference view)", done, total }),
+            )?;
             history.feature_seconds = t0.elapsed().as_secs_f64();
             let groups = match &extra.group_by {
                 Some(g) => {
@@ -174,6 +180,13 @@ pub fn train_recipe(
                 pb.finish_and_clear();
                 eprint!("seed {s}:\n{}", robust::format_scores(&rec.scores, rec.chosen));
                 eprintln!("chosen: {} ({})", rec.chosen_name, robust::TIE_RULE);
+                eprintln!(
+                    "cross-validation: {} fits in {:.1}s; the winner fitted on all {} images in {:.1}s",
+                    rec.scores.len() * rec.folds,
+                    rec.cv_seconds,
+                    data.labels.len(),
+                    rec.seconds - rec.cv_seconds
+                );
                 let h = one_epoch_history(model, &fclean, &fval, &train.classes, &history, t0)?;
                 runs.push(robust::val_metrics(&h));
                 if chosen.is_none() {
@@ -252,8 +265,7 @@ pub fn add_subgroups(
     for col in &extra.by {
         let spec = covid_cxr::subgroups::BySpec::parse(col)?;
         let idx = ManifestIndex::load(csv, &extra.file_column, &spec.column)?;
-        let keys: Vec<Option<String>> =
-            paths.iter().map(|p| idx.get_path(root, p).map(|v| spec.key(v))).collect();
+        let keys: Vec<Option<String>> = paths.iter().map(|p| idx.get_path(root, p).map(|v| spec.key(v))).collect();
         let missing = keys.iter().filter(|k| k.is_none()).count();
         if missing > 0 {
             eprintln!(

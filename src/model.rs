@@ -710,14 +710,26 @@ impl Head {
     /// its last layer.
     pub fn member_logits(&self, i: usize, x: &Tensor, train: bool) -> Tensor {
         match &self.members[i] {
-            Member::Mlp { l0, l2, l5 } => x
-                .dropout(self.dropout, train)
-                .apply(l0)
-                .relu()
-                .apply(l2)
-                .relu()
-                .dropout(self.dropout, train)
-                .apply(l5),
+            Member::Mlp { l0, l2, l5 } => {
+                x.dropout(self.dropout, train).apply(l0).relu().apply(l2).relu().dropout(self.dropout, train).apply(l5)
+            }
+            Member::Linear(l) => x.apply(l),
+        }
+    }
+
+    /// Dropout probability of the MLP members (in training).
+    pub fn dropout(&self) -> f64 {
+        self.dropout
+    }
+
+    /// Logits of member `i` in training, with the dropout masks given instead of drawn from
+    /// libtorch's global generator: `keep0` multiplies the features (`N x 2048`), `keep1` the last
+    /// hidden layer (`N x hidden.1`); their entries are 0 or `1 / (1 - p)`, as dropout's. A linear
+    /// member ignores them. With masks of its own, a fit can run beside another on another thread
+    /// and stay deterministic.
+    pub fn member_logits_masked(&self, i: usize, x: &Tensor, keep0: &Tensor, keep1: &Tensor) -> Tensor {
+        match &self.members[i] {
+            Member::Mlp { l0, l2, l5 } => (x * keep0).apply(l0).relu().apply(l2).relu().g_mul(keep1).apply(l5),
             Member::Linear(l) => x.apply(l),
         }
     }

@@ -11,7 +11,7 @@
 //!
 //! | head | features | L2 (Adam weight decay) | label smoothing | class-balanced loss | epochs | ensemble |
 //! |---|---|---|---|---|---|---|
-//! | linear (multinomial logistic regression, full batch, Adam lr 0.01, 300 steps) | standardised | 0.1, 0.01, 0.001 | 0, 0.1 | no, yes | - | 1 |
+//! | linear (multinomial logistic regression from zero, full batch, Adam lr 0.01, 300 steps) | standardised | 0.1, 0.01, 0.001 | 0, 0.1 | no, yes | - | 1 |
 //! | the notebook's MLP (Adam lr 1e-3, batch 8, dropout 0.5) | raw, as the notebook | 1e-2, 1e-3/15 | 0 | no | 5, 15 | 1, 3 seeds averaged |
 //!
 //! Each candidate is fitted on every view of the training folds' images (the augmented views and
@@ -29,14 +29,16 @@ use crate::data::ImageFolder;
 use crate::error::{Error, Result};
 use crate::features::FeatureSet;
 use crate::model::{Head, HeadKind, HeadSpec, TransferModel};
+use crate::optim::Adam;
 use crate::train::{features_for, train_head_on_features, History, Progress, TrainConfig};
 use rand::seq::SliceRandom;
+use rand::Rng;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
+use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap};
 use std::time::Instant;
-use tch::nn::OptimizerConfig;
 use tch::{nn, Device, Kind, Reduction, Tensor};
 
 /// Mean, sample standard deviation, minimum and maximum of one metric over seeds.
@@ -350,8 +352,7 @@ fn index(t: &Tensor, idx: &[usize]) -> Tensor {
 
 /// A head of candidate `c` fitted on rows `rows` of every view of `views` with labels
 /// `labels[rows]`, in its own VarStore (variables named as in a model's head, under `fc`).
-/// Ensemble members are fitted one by one, each in a VarStore of its own (so that one member's
-/// optimizer never touches another), and gathered. Deterministic for a seed.
+/// The same as [`fit_many`] with one candidate. Deterministic for a seed.
 pub fn fit(
     c: &Candidate,
     views: &[Tensor],
@@ -360,89 +361,397 @@ pub fn fit(
     num_classes: usize,
     seed: u64,
 ) -> Result<(nn::VarStore, Head)> {
+    let mut v = fit_many(std::slice::from_ref(c), views, labels, rows, num_classes, seed, &mut |_| {})?;
+    Ok(v.remove(0))
+}
+
+/// Heads of every candidate of `cands` fitted on the same rows (see [`fit`]), in `cands`' order;
+/// `done(k)` after each batch of `k` candidates. Candidates are fitted in families that share work:
+///
+/// - **linear heads** (multinomial logistic regression: a convex problem) start from zero, as
+///   scikit-learn's `LogisticRegression` does, so the fitted head does not depend on the seed.
+///   Those with the same standardisation are fitted side by side: their weights are
+///   the column blocks of one matrix, so every full-batch step reads the features once for all of
+///   them. Each block has its own loss (label smoothing, class weights) and its own L2 penalty
+///   `l2/2 |w|^2` (whose gradient is Adam's coupled weight decay `l2 w`); Adam's update is
+///   elementwise, so each block follows its own trajectory, equal to a fit alone up to float
+///   rounding in the shared matrix product.
+/// - **MLP heads** with the same L2, label smoothing, class weights and standardisation differ
+///   only in epochs and ensemble size. Ensemble member `m` starts from the same initialisation and
+///   sees the same batches and dropout draws whichever of them it belongs to, and a shorter run is
+///   a prefix of a longer one; so each member is trained once, for the longest run, and copied out
+///   after each epoch count the family asks for. This is exact: bit for bit the heads the
+///   candidates would get alone (tested).
+pub fn fit_many(
+    cands: &[Candidate],
+    views: &[Tensor],
+    labels: &[i64],
+    rows: &[usize],
+    num_classes: usize,
+    seed: u64,
+    done: &mut dyn FnMut(usize),
+) -> Result<Vec<(nn::VarStore, Head)>> {
     if rows.is_empty() || views.is_empty() {
         return Err(Error::invalid("nothing to fit on"));
     }
-    let _one = crate::hardware::OneThread::new(); // tiny operations: see OneThread
-    let build = || {
-        tch::manual_seed(seed as i64);
-        let vs = nn::VarStore::new(Device::Cpu);
-        let head = Head::with_spec(&(vs.root() / "fc"), &c.head, (128, 64), num_classes as i64, 0.5);
-        (vs, head)
-    };
-    let (vs, head) = build();
-    let xs: Vec<Tensor> = views.iter().map(|v| index(v, rows)).collect();
+    let raw: Vec<Tensor> = views.iter().map(|v| index(v, rows)).collect();
     let y_rows: Vec<i64> = rows.iter().map(|&i| labels[i]).collect();
-    let y = Tensor::from_slice(&y_rows);
-    let all = c.head.standardize.then(|| Tensor::cat(&xs, 0));
-    let set_norm = |h: &Head| {
-        if let (Some((mean, std)), Some(all)) = (h.norm(), all.as_ref()) {
+    let ctx = FitContext { raw, y_rows, num_classes, seed, norm: Default::default() };
+    // families, in order of first appearance
+    let mut families: Vec<Vec<usize>> = Vec::new();
+    for (i, c) in cands.iter().enumerate() {
+        match families.iter_mut().find(|f| same_family(&cands[f[0]], c)) {
+            Some(f) => f.push(i),
+            None => families.push(vec![i]),
+        }
+    }
+    let mut out: Vec<Option<(nn::VarStore, Head)>> = (0..cands.len()).map(|_| None).collect();
+    // linear families one after the other (each is one matrix product a step, on all cores) ...
+    for fam in families.iter().filter(|f| cands[f[0]].head.kind == HeadKind::Linear) {
+        let members: Vec<Candidate> = fam.iter().map(|&i| cands[i]).collect();
+        for (&i, h) in fam.iter().zip(ctx.fit_linear(&members)?) {
+            out[i] = Some(h);
+        }
+        done(fam.len());
+    }
+    // ... then every MLP member of every family side by side, one per core
+    let mlp: Vec<&Vec<usize>> = families.iter().filter(|f| cands[f[0]].head.kind == HeadKind::Mlp).collect();
+    if !mlp.is_empty() {
+        let _one = crate::hardware::OneThread::new(); // tiny operations: see OneThread
+        let mut heads = Vec::new();
+        let mut jobs = Vec::new();
+        for (k, fam) in mlp.iter().enumerate() {
+            let members: Vec<Candidate> = fam.iter().map(|&i| cands[i]).collect();
+            let (h, j) = ctx.mlp_jobs(&members, k)?;
+            heads.push(h);
+            jobs.extend(j);
+        }
+        let trained: Vec<Result<MemberRun>> = jobs.into_par_iter().map(MlpJob::run).collect();
+        let mut runs: Vec<Vec<MemberRun>> = (0..mlp.len()).map(|_| Vec::new()).collect();
+        for r in trained {
+            let r = r?;
+            runs[r.family].push(r);
+        }
+        for ((fam, h), r) in mlp.iter().zip(heads).zip(runs) {
+            let members: Vec<Candidate> = fam.iter().map(|&i| cands[i]).collect();
+            copy_members(&members, &h, &r);
+            for (&i, h) in fam.iter().zip(h) {
+                out[i] = Some(h);
+            }
+            done(fam.len());
+        }
+    }
+    Ok(out.into_iter().flatten().collect())
+}
+
+/// Whether two candidates can be fitted together by [`fit_many`].
+fn same_family(a: &Candidate, b: &Candidate) -> bool {
+    match (a.head.kind, b.head.kind) {
+        (HeadKind::Linear, HeadKind::Linear) => a.head.standardize == b.head.standardize,
+        (HeadKind::Mlp, HeadKind::Mlp) => {
+            a.head.standardize == b.head.standardize
+                && a.l2 == b.l2
+                && a.label_smoothing == b.label_smoothing
+                && a.balanced == b.balanced
+        }
+        _ => false,
+    }
+}
+
+/// What the candidates of one [`fit_many`] call share.
+struct FitContext {
+    /// The rows of every view, raw.
+    raw: Vec<Tensor>,
+    /// Their labels.
+    y_rows: Vec<i64>,
+    num_classes: usize,
+    seed: u64,
+    /// Standardisation statistics of `raw` (all views), computed once.
+    norm: std::cell::OnceCell<(Tensor, Tensor)>,
+}
+
+impl FitContext {
+    /// A fresh head of shape `spec` in its own VarStore, initialised from the seed
+    /// ([`init_members`]), with the standardisation statistics set where it standardises.
+    fn build(&self, spec: &HeadSpec) -> (nn::VarStore, Head) {
+        let vs = nn::VarStore::new(Device::Cpu);
+        let head = Head::with_spec(&(vs.root() / "fc"), spec, HIDDEN, self.num_classes as i64, 0.5);
+        init_members(&vs, head.num_members(), self.seed);
+        if let Some((mean, std)) = head.norm() {
+            let (m, s) = self.norm.get_or_init(|| {
+                let all = Tensor::cat(&self.raw, 0);
+                (all.mean_dim(0, false, Kind::Float), all.std_dim(0, false, false).clamp_min(1e-6))
+            });
             tch::no_grad(|| {
-                mean.shallow_clone().copy_(&all.mean_dim(0, false, Kind::Float));
-                std.shallow_clone().copy_(&all.std_dim(0, false, false).clamp_min(1e-6));
+                mean.shallow_clone().copy_(m);
+                std.shallow_clone().copy_(s);
             });
         }
-    };
-    set_norm(&head);
-    let xs: Vec<Tensor> = tch::no_grad(|| xs.iter().map(|x| head.prepare(x)).collect());
-    let weights = c.balanced.then(|| {
-        let mut counts = vec![0f64; num_classes];
-        for &l in &y_rows {
+        (vs, head)
+    }
+
+    /// The views as `head` sees them.
+    fn prepared(&self, head: &Head) -> Vec<Tensor> {
+        tch::no_grad(|| self.raw.iter().map(|x| head.prepare(x)).collect())
+    }
+
+    /// Class weights `n / (C n_c)` of the rows.
+    fn class_weights(&self) -> Vec<f64> {
+        let mut counts = vec![0f64; self.num_classes];
+        for &l in &self.y_rows {
             counts[l as usize] += 1.0;
         }
-        let n = y_rows.len() as f64;
-        let w: Vec<f32> = counts.iter().map(|&k| (n / (num_classes as f64 * k.max(1.0))) as f32).collect();
-        Tensor::from_slice(&w)
-    });
-    let loss_of = |logits: &Tensor, y: &Tensor| {
-        logits.cross_entropy_loss(y, weights.as_ref(), Reduction::Mean, -100, c.label_smoothing)
-    };
-    let members = head.num_members();
-    for m in 0..members {
-        let (vs_m, head_m) = build();
-        let mseed = seed.wrapping_add(m as u64 * 1_000_003);
-        tch::manual_seed(mseed as i64);
-        match c.head.kind {
-            HeadKind::Linear => {
-                let mut opt = nn::Adam { wd: c.l2, ..Default::default() }.build(&vs_m, LINEAR_LR)?;
-                let x = Tensor::cat(&xs, 0);
-                let yy = y.repeat([xs.len() as i64]);
-                for _ in 0..LINEAR_STEPS {
-                    let loss = loss_of(&head_m.member_logits(m, &x, true), &yy);
-                    opt.backward_step(&loss);
-                }
+        let n = self.y_rows.len() as f64;
+        counts.iter().map(|&k| n / (self.num_classes as f64 * k.max(1.0))).collect()
+    }
+
+    /// Linear heads side by side (see [`fit_many`]).
+    fn fit_linear(&self, cands: &[Candidate]) -> Result<Vec<(nn::VarStore, Head)>> {
+        let c_n = self.num_classes as i64;
+        let heads: Vec<(nn::VarStore, Head)> = cands.iter().map(|c| self.build(&c.head)).collect();
+        // one block of rows of the weight matrix per (candidate, member), from its initial values
+        let mut blocks = Vec::new(); // (candidate, weight variable name prefix)
+        let (mut w0, mut b0) = (Vec::new(), Vec::new());
+        for (ci, (vs, head)) in heads.iter().enumerate() {
+            let vars = vs.variables();
+            for m in 0..head.num_members() {
+                let prefix = if head.num_members() == 1 { "fc.lin.".to_string() } else { format!("fc.m{m}.lin.") };
+                let get = |k: &str| {
+                    vars.get(&format!("{prefix}{k}"))
+                        .map(|t| t.detach().copy())
+                        .ok_or_else(|| Error::invalid(format!("linear head lacks {prefix}{k}")))
+                };
+                // from zero: the problem is convex, so the head does not depend on the seed
+                w0.push(get("weight")?.zero_());
+                b0.push(get("bias")?.zero_());
+                blocks.push((ci, prefix));
             }
-            HeadKind::Mlp => {
-                let mut opt = nn::Adam { wd: c.l2, ..Default::default() }.build(&vs_m, 1e-3)?;
-                let n = rows.len();
-                for e in 0..c.epochs.max(1) {
-                    let x = &xs[e % xs.len()];
-                    let mut order: Vec<i64> = (0..n as i64).collect();
-                    order.shuffle(&mut ChaCha8Rng::seed_from_u64(mseed ^ ((e as u64 + 1) * 0x9E37_79B9)));
-                    for chunk in order.chunks(8) {
-                        let idx = Tensor::from_slice(chunk);
-                        let out = head_m.member_logits(m, &x.index_select(0, &idx), true);
-                        let loss = loss_of(&out, &y.index_select(0, &idx));
-                        opt.backward_step(&loss);
-                    }
+        }
+        let k = blocks.len() as i64;
+        let x = Tensor::cat(&self.prepared(&heads[0].1), 0);
+        let n = x.size()[0];
+        // the loss of block j is -sum(coef[:, j, :] * log_softmax(logits of block j)): torch's
+        // cross-entropy with class weights w and label smoothing e, mean reduction, is
+        // sum_i sum_c [(1 - e) w_y 1{c = y} + (e / C) w_c] (-log p_ic) / sum_i w_y
+        let cw = self.class_weights();
+        let mut coef = vec![0f32; (n * k * c_n) as usize];
+        let reps = self.raw.len();
+        for (j, (ci, _)) in blocks.iter().enumerate() {
+            let c = &cands[*ci];
+            let w = |cls: usize| if c.balanced { cw[cls] } else { 1.0 };
+            let e = c.label_smoothing;
+            let denom: f64 = (0..reps).map(|_| self.y_rows.iter().map(|&y| w(y as usize)).sum::<f64>()).sum();
+            for i in 0..n as usize {
+                let y = self.y_rows[i % self.y_rows.len()] as usize;
+                for cls in 0..self.num_classes {
+                    let hit = if cls == y { (1.0 - e) * w(y) } else { 0.0 };
+                    let v = (hit + e / c_n as f64 * w(cls)) / denom;
+                    coef[(i * k as usize + j) * self.num_classes + cls] = v as f32;
                 }
             }
         }
-        // gather member m's variables into the final store
-        let prefix = format!("fc.m{m}.");
-        let src = vs_m.variables();
+        let coef = Tensor::from_slice(&coef).view([n, k, c_n]);
+        let l2: Vec<f32> = blocks.iter().map(|(ci, _)| cands[*ci].l2 as f32).collect();
+        let l2 = Tensor::from_slice(&l2).repeat_interleave_self_int(c_n, 0, None); // per row of w
+        let vs = nn::VarStore::new(Device::Cpu);
+        let w = vs.root().var_copy("w", &Tensor::cat(&w0, 0));
+        let b = vs.root().var_copy("b", &Tensor::cat(&b0, 0));
+        let mut opt = Adam::new(LINEAR_LR, 0.0);
+        for _ in 0..LINEAR_STEPS {
+            let logp = x.linear(&w, Some(&b)).view([n, k, c_n]).log_softmax(-1, Kind::Float);
+            let data = -(&coef * logp).sum(Kind::Float);
+            let penalty =
+                (&l2 * (w.square().sum_dim_intlist(1, false, Kind::Float) + b.square())).sum(Kind::Float) * 0.5;
+            opt.zero_grad(&vs);
+            (data + penalty).backward();
+            opt.step(&[&vs])?;
+        }
+        // copy each block into its candidate's head
         tch::no_grad(|| {
-            for (name, dst) in vs.variables() {
-                let mine = if members == 1 { !name.starts_with("fc.norm.") } else { name.starts_with(&prefix) };
-                if mine {
-                    if let Some(t) = src.get(&name) {
-                        dst.shallow_clone().copy_(t);
-                    }
+            for (j, (ci, prefix)) in blocks.iter().enumerate() {
+                let vars = heads[*ci].0.variables();
+                let rows = |t: &Tensor| t.narrow(0, j as i64 * c_n, c_n);
+                if let (Some(dw), Some(db)) = (vars.get(&format!("{prefix}weight")), vars.get(&format!("{prefix}bias")))
+                {
+                    dw.shallow_clone().copy_(&rows(&w));
+                    db.shallow_clone().copy_(&rows(&b));
                 }
             }
         });
+        Ok(heads)
     }
-    Ok((vs, head))
+
+    /// The heads of an MLP family (candidates that differ only in epochs and ensemble size, see
+    /// [`fit_many`]) and the training of each ensemble member, to run with [`MlpJob::run`].
+    fn mlp_jobs(&self, cands: &[Candidate], family: usize) -> Result<(Vec<(nn::VarStore, Head)>, Vec<MlpJob>)> {
+        let c0 = cands[0];
+        let heads: Vec<(nn::VarStore, Head)> = cands.iter().map(|c| self.build(&c.head)).collect();
+        let max_members = cands.iter().map(|c| c.head.members.max(1)).max().unwrap_or(1);
+        let mut stops: Vec<usize> = cands.iter().map(|c| c.epochs.max(1)).collect();
+        stops.sort_unstable();
+        stops.dedup();
+        let spec = HeadSpec { members: max_members, ..c0.head };
+        let weights: Option<Vec<f32>> = c0.balanced.then(|| self.class_weights().iter().map(|&v| v as f32).collect());
+        let mut jobs = Vec::new();
+        for m in 0..max_members {
+            // member m starts where it would in any head of up to max_members members
+            let (vs, head) = self.build(&spec);
+            let xs = self.prepared(&head);
+            jobs.push(MlpJob {
+                family,
+                member: m,
+                prefix: member_prefix(max_members, m),
+                vs,
+                head,
+                xs,
+                y: self.y_rows.clone(),
+                weights: weights.clone(),
+                l2: c0.l2,
+                label_smoothing: c0.label_smoothing,
+                seed: self.seed.wrapping_add(m as u64 * 1_000_003),
+                stops: stops.clone(),
+            });
+        }
+        Ok((heads, jobs))
+    }
+}
+
+/// Initialises the members of a head as `nn::linear` does (weights uniform in
+/// `+-sqrt(6 / fan_in)`, biases in `+-1 / sqrt(fan_in)`), from ChaCha8 streams of `seed`: member
+/// `m` from stream `m`, its variables in name order. So member `m` starts the same in a head of any
+/// size, and no draw touches libtorch's global generator (which other threads may be using).
+fn init_members(vs: &nn::VarStore, members: usize, seed: u64) {
+    let vars = vs.variables();
+    for m in 0..members {
+        let prefix = member_prefix(members, m);
+        let mut mine: Vec<(&String, &Tensor)> =
+            vars.iter().filter(|(k, _)| k.starts_with(&prefix) && !k[prefix.len()..].starts_with("norm.")).collect();
+        mine.sort_by(|a, b| a.0.cmp(b.0));
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        rng.set_stream(m as u64);
+        for (name, t) in mine {
+            let layer = name.rsplit_once('.').map(|(l, _)| l).unwrap_or("");
+            let fan_in = vars.get(&format!("{layer}.weight")).map(|w| w.size()[1]).unwrap_or(1).max(1) as f32;
+            let bound = if name.ends_with(".weight") { (6.0 / fan_in).sqrt() } else { 1.0 / fan_in.sqrt() };
+            let v: Vec<f32> = (0..t.numel()).map(|_| rng.random_range(-bound..bound)).collect();
+            tch::no_grad(|| t.shallow_clone().copy_(&Tensor::from_slice(&v).view(t.size().as_slice())));
+        }
+    }
+}
+
+/// Prefix of the variables of member `m` of a head with `members` members.
+fn member_prefix(members: usize, m: usize) -> String {
+    if members <= 1 {
+        "fc.".to_string()
+    } else {
+        format!("fc.m{m}.")
+    }
+}
+
+/// Hidden sizes of an MLP head (the notebook's).
+const HIDDEN: (i64, i64) = (128, 64);
+
+/// The training of one ensemble member of an MLP family: Adam (lr 1e-3, the family's L2 as
+/// coupled weight decay), batches of 8 in an order shuffled per epoch from the member's seed, one
+/// view per epoch in turn, dropout masks from the member's own stream (ChaCha8), so that members
+/// can train side by side on several threads and give the same result as one after the other.
+struct MlpJob {
+    family: usize,
+    member: usize,
+    /// Prefix of the member's variables in `vs`.
+    prefix: String,
+    vs: nn::VarStore,
+    head: Head,
+    xs: Vec<Tensor>,
+    y: Vec<i64>,
+    weights: Option<Vec<f32>>,
+    l2: f64,
+    label_smoothing: f64,
+    seed: u64,
+    /// Epoch counts after which the member is copied out.
+    stops: Vec<usize>,
+}
+
+/// A trained member: its variables (names relative to the member) after each epoch count asked.
+struct MemberRun {
+    family: usize,
+    member: usize,
+    snapshots: Vec<(usize, Vec<(String, Tensor)>)>,
+}
+
+impl MlpJob {
+    fn run(self) -> Result<MemberRun> {
+        let MlpJob { family, member, prefix, vs, head, xs, y, weights, l2, label_smoothing, seed, stops } = self;
+        let y = Tensor::from_slice(&y);
+        let weights = weights.map(|w| Tensor::from_slice(&w));
+        let n = y.size()[0];
+        let p = head.dropout() as f32;
+        let scale = 1.0 / (1.0 - p);
+        let mut drop_rng = ChaCha8Rng::seed_from_u64(seed ^ 0xD809_0F7E_5EED);
+        let mut keep = |rows: usize, cols: i64| {
+            let v: Vec<f32> =
+                (0..rows * cols as usize).map(|_| if drop_rng.random::<f32>() < p { 0.0 } else { scale }).collect();
+            Tensor::from_slice(&v).view([rows as i64, cols])
+        };
+        let mut opt = Adam::new(1e-3, l2);
+        let mut snapshots = Vec::new();
+        let last = stops.iter().copied().max().unwrap_or(1);
+        for e in 0..last {
+            let x = &xs[e % xs.len()];
+            let mut order: Vec<i64> = (0..n).collect();
+            order.shuffle(&mut ChaCha8Rng::seed_from_u64(seed ^ ((e as u64 + 1) * 0x9E37_79B9)));
+            for chunk in order.chunks(8) {
+                let idx = Tensor::from_slice(chunk);
+                let (k0, k1) = (keep(chunk.len(), crate::model::NUM_FEATURES), keep(chunk.len(), HIDDEN.1));
+                let out = head.member_logits_masked(member, &x.index_select(0, &idx), &k0, &k1);
+                let loss = out.cross_entropy_loss(
+                    &y.index_select(0, &idx),
+                    weights.as_ref(),
+                    Reduction::Mean,
+                    -100,
+                    label_smoothing,
+                );
+                opt.zero_grad(&vs);
+                loss.backward();
+                opt.step(&[&vs])?;
+            }
+            if stops.contains(&(e + 1)) {
+                let vars: Vec<(String, Tensor)> = vs
+                    .variables()
+                    .into_iter()
+                    .filter_map(|(name, t)| {
+                        let rest = name.strip_prefix(&prefix)?;
+                        (!rest.starts_with("norm.")).then(|| (rest.to_string(), t.detach().copy()))
+                    })
+                    .collect();
+                snapshots.push((e + 1, vars));
+            }
+        }
+        Ok(MemberRun { family, member, snapshots })
+    }
+}
+
+/// Copies each trained member into every head of the family that stops after that epoch count
+/// and has that member.
+fn copy_members(cands: &[Candidate], heads: &[(nn::VarStore, Head)], runs: &[MemberRun]) {
+    for r in runs {
+        for (e, vars) in &r.snapshots {
+            for (c, (vs, _)) in cands.iter().zip(heads) {
+                if c.epochs.max(1) != *e || c.head.members.max(1) <= r.member {
+                    continue;
+                }
+                let dst = vs.variables();
+                let prefix = member_prefix(c.head.members, r.member);
+                tch::no_grad(|| {
+                    for (rest, t) in vars {
+                        if let Some(d) = dst.get(&format!("{prefix}{rest}")) {
+                            d.shallow_clone().copy_(t);
+                        }
+                    }
+                });
+            }
+        }
+    }
 }
 
 fn predict(head: &Head, x: &Tensor) -> Result<Vec<i64>> {
@@ -469,8 +778,8 @@ pub struct CvScore {
     pub accuracy: f64,
 }
 
-/// k-fold cross-validation of every candidate of `cfg.grid` on `data` (see the module docs);
-/// `progress(done, total)` after each fit.
+/// k-fold cross-validation of every candidate of `cfg.grid` on `data` (see the module docs), the
+/// candidates of each fold fitted together by [`fit_many`]; `progress(done, total)` as fits finish.
 pub fn cross_validate(
     data: &CvData,
     cfg: &RobustConfig,
@@ -479,21 +788,25 @@ pub fn cross_validate(
     let fold = grouped_folds(&data.labels, data.groups.as_deref(), cfg.folds, cfg.cv_seed)?;
     let total = cfg.grid.len() * cfg.folds;
     let mut done = 0;
-    let mut out = Vec::new();
-    for c in &cfg.grid {
-        let (mut f1s, mut accs) = (Vec::new(), Vec::new());
-        for f in 0..cfg.folds {
-            let tr: Vec<usize> = (0..fold.len()).filter(|&i| fold[i] != f).collect();
-            let te: Vec<usize> = (0..fold.len()).filter(|&i| fold[i] == f).collect();
-            let (_vs, head) = fit(c, &data.views, &data.labels, &tr, data.num_classes, cfg.seed)?;
-            let pred = predict(&head, &index(&data.clean, &te))?;
-            let truth: Vec<i64> = te.iter().map(|&i| data.labels[i]).collect();
-            let (a, m) = crate::subgroups::accuracy_macro_f1(&truth, &pred, data.num_classes);
-            accs.push(a);
-            f1s.push(m);
-            done += 1;
+    let k = cfg.grid.len();
+    let (mut f1s, mut accs) = (vec![Vec::new(); k], vec![Vec::new(); k]);
+    for f in 0..cfg.folds {
+        let tr: Vec<usize> = (0..fold.len()).filter(|&i| fold[i] != f).collect();
+        let te: Vec<usize> = (0..fold.len()).filter(|&i| fold[i] == f).collect();
+        let heads = fit_many(&cfg.grid, &data.views, &data.labels, &tr, data.num_classes, cfg.seed, &mut |n| {
+            done += n;
             progress(done, total);
+        })?;
+        let x = index(&data.clean, &te);
+        let truth: Vec<i64> = te.iter().map(|&i| data.labels[i]).collect();
+        for (j, (_vs, head)) in heads.iter().enumerate() {
+            let (a, m) = crate::subgroups::accuracy_macro_f1(&truth, &predict(head, &x)?, data.num_classes);
+            accs[j].push(a);
+            f1s[j].push(m);
         }
+    }
+    let mut out = Vec::new();
+    for ((c, f1s), accs) in cfg.grid.iter().zip(f1s).zip(accs) {
         let s = Spread::of(&f1s);
         out.push(CvScore {
             name: c.name(),
@@ -560,6 +873,9 @@ pub struct RobustRecord {
     pub chosen_name: String,
     /// Seconds the search and the final fit took.
     pub seconds: f64,
+    /// Seconds the cross-validation alone took (absent in manifests written before it was kept).
+    #[serde(default)]
+    pub cv_seconds: f64,
 }
 
 /// Cross-validates the grid on `data`, fits the winner on all of it and installs it as the head of
@@ -579,6 +895,7 @@ pub fn train_robust(
     }
     let t0 = Instant::now();
     let scores = cross_validate(data, cfg, progress)?;
+    let cv_seconds = t0.elapsed().as_secs_f64();
     let chosen = choose(&scores);
     let c = scores[chosen].candidate;
     let all: Vec<usize> = (0..data.labels.len()).collect();
@@ -594,6 +911,7 @@ pub fn train_robust(
         scores,
         chosen,
         seconds: t0.elapsed().as_secs_f64(),
+        cv_seconds,
     })
 }
 
@@ -682,6 +1000,59 @@ mod tests {
         // the ensemble's output is a log-probability
         let s = p1.exp().sum_dim_intlist(-1, false, Kind::Float);
         assert!(s.allclose(&Tensor::ones([10], (Kind::Float, Device::Cpu)), 1e-5, 1e-5, false));
+    }
+
+    /// Softmax outputs of a head on `x`.
+    fn proba(h: &Head, x: &Tensor) -> Tensor {
+        tch::no_grad(|| h.forward_t(x, false).softmax(-1, Kind::Float))
+    }
+
+    #[test]
+    fn mlp_families_fitted_together_equal_each_alone_bit_for_bit() {
+        let d = synthetic(2);
+        let rows: Vec<usize> = (0..180).filter(|i| i % 4 != 0).collect();
+        let mlp = |members, epochs, l2| Candidate {
+            head: HeadSpec { kind: HeadKind::Mlp, members, standardize: false },
+            l2,
+            label_smoothing: 0.0,
+            balanced: false,
+            epochs,
+        };
+        // two families (two L2 values), each with members 1 and 3 and epochs 1 and 3
+        let grid: Vec<Candidate> =
+            [1e-2, 1e-4].iter().flat_map(|&l2| [(1, 1), (3, 1), (1, 3), (3, 3)].map(|(m, e)| mlp(m, e, l2))).collect();
+        let mut calls = Vec::new();
+        let together = fit_many(&grid, &d.views, &d.labels, &rows, 3, 11, &mut |k| calls.push(k)).unwrap();
+        assert_eq!(calls, vec![4, 4]);
+        let x = d.clean.narrow(0, 0, 20);
+        for (c, (_, h)) in grid.iter().zip(&together) {
+            let (_, alone) = fit(c, &d.views, &d.labels, &rows, 3, 11).unwrap();
+            assert!(proba(&alone, &x).equal(&proba(h, &x)), "{}", c.name());
+        }
+        // and a shorter run is not the longer one
+        assert!(!proba(&together[0].1, &x).equal(&proba(&together[2].1, &x)));
+    }
+
+    #[test]
+    fn linear_heads_fitted_together_equal_each_alone_to_rounding() {
+        let d = synthetic(3);
+        let rows: Vec<usize> = (0..180).filter(|i| i % 3 != 0).collect();
+        let mut grid: Vec<Candidate> = default_grid().into_iter().filter(|c| c.head.kind == HeadKind::Linear).collect();
+        grid.push(Candidate { head: HeadSpec { members: 2, ..grid[0].head }, ..grid[3] });
+        let together = fit_many(&grid, &d.views, &d.labels, &rows, 3, 4, &mut |_| {}).unwrap();
+        let x = &d.clean;
+        for (c, (_, h)) in grid.iter().zip(&together) {
+            let (_, alone) = fit(c, &d.views, &d.labels, &rows, 3, 4).unwrap();
+            let diff = (proba(&alone, x) - proba(h, x)).abs().max().double_value(&[]);
+            assert!(diff < 1e-3, "{}: {diff}", c.name());
+        }
+        // a linear head starts from zero: the seed does not change it
+        let (_, seed4) = fit(&grid[0], &d.views, &d.labels, &rows, 3, 4).unwrap();
+        let (_, seed99) = fit(&grid[0], &d.views, &d.labels, &rows, 3, 99).unwrap();
+        assert!(proba(&seed4, x).equal(&proba(&seed99, x)));
+        // the candidates differ from each other (their own losses and penalties were applied)
+        let d01 = (proba(&together[0].1, x) - proba(&together[8].1, x)).abs().max().double_value(&[]);
+        assert!(d01 > 1e-3, "L2 0.1 and 0.001 gave the same head ({d01})");
     }
 
     #[test]
