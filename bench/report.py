@@ -77,19 +77,30 @@ def rate_of(inner):
     return None
 
 
+def origin_of(row, file_meta):
+    """The meta of the run that measured a row kept from an earlier run: its own `origin` where it has one,
+    else, for a row that was already kept in `file_meta`'s file, that file's `earlier_meta` (the only kind of
+    record older files have), else `file_meta`."""
+    if row.get("origin"):
+        return row["origin"]
+    if row.get("earlier"):
+        return file_meta.get("earlier_meta") or file_meta
+    return file_meta
+
+
 def stages_section(rows, meta, previous=None):
     by = {}
     for r in rows:
         by.setdefault((r["side"], r["stage"]), []).append(r)
     measured = {r["stage"] for r in rows if not r.get("earlier")}
     earlier = {r["stage"] for r in rows if r.get("earlier")}
-    prev_meta = meta.get("earlier_meta", {})
+    origins = [origin_of(r, meta) for r in rows if r.get("earlier")]
+    prev_meta = next((r["meta"] for r in previous or [] if "meta" in r), {})
     for r in previous or []:
-        if "meta" in r:
-            prev_meta = r["meta"]
-        elif "side" in r and r["stage"] not in measured and not r["stage"].startswith("scaling_"):
+        if "side" in r and r["stage"] not in measured and not r["stage"].startswith("scaling_"):
             by.setdefault((r["side"], r["stage"]), []).append(r)
             earlier.add(r["stage"])
+            origins.append(origin_of(r, prev_meta))
 
     def stat(side, stage, what):
         rs = by.get((side, stage), [])
@@ -139,9 +150,14 @@ def stages_section(rows, meta, previous=None):
                    f"{'-' if not py15 else f'{py15 / warm:.1f}x'} | {fmt(stat('rust', 'recipe_warm', 'rss'), ' MB')} / - |")
     out.append("")
     if earlier:
-        out.append(f"† from the previous run of `bench/run.sh` on this machine (its start: load average "
-                   f"{prev_meta.get('load_start', '?')}, mode {'quick' if prev_meta.get('quick') else 'full'}, "
-                   f"{prev_meta.get('reps', '?')} repetitions): this run measured only `{' '.join(sorted(measured))}`. "
+        runs = []
+        for o in origins:
+            d = (f"load average at its start {o.get('load_start', '?')}, mode {'quick' if o.get('quick') else 'full'}, "
+                 f"{o.get('reps', '?')} repetitions")
+            if d not in runs:
+                runs.append(d)
+        out.append(f"† from {'an earlier run' if len(runs) == 1 else 'earlier runs'} of `bench/run.sh` on this machine "
+                   f"({'; '.join(runs)}): this run measured only `{' '.join(sorted(measured))}`. "
                    "Both sides of a row always come from one run.")
         out.append("")
     out.append("Ratios are Python time / covid-cxr time (or covid-cxr rate / Python rate): above 1 means covid-cxr is "
@@ -230,8 +246,8 @@ def main():
             # keep the merged figures as the run's raw results (bench/run.sh copies them to bench/last-stages.jsonl)
             measured = {r["stage"] for r in rows}
             prev_meta = next((r["meta"] for r in previous if "meta" in r), {})
-            meta = dict(meta, earlier_meta=meta.get("earlier_meta") or prev_meta)
-            kept = [dict(r, earlier=True) for r in previous if "side" in r and r["stage"] not in measured]
+            kept = [dict(r, earlier=True, origin=origin_of(r, prev_meta))
+                    for r in previous if "side" in r and r["stage"] not in measured]
             with open(res, "w") as f:
                 for r in [{"meta": meta}] + rows + kept:
                     f.write(json.dumps(r) + "\n")
