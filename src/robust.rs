@@ -350,6 +350,9 @@ fn index(t: &Tensor, idx: &[usize]) -> Tensor {
     t.index_select(0, &Tensor::from_slice(&idx.iter().map(|&i| i as i64).collect::<Vec<_>>()))
 }
 
+/// A fitted head: its VarStore (variables named as in a model's head, under `fc`) and the head.
+pub type Fitted = (nn::VarStore, Head);
+
 /// A head of candidate `c` fitted on rows `rows` of every view of `views` with labels
 /// `labels[rows]`, in its own VarStore (variables named as in a model's head, under `fc`).
 /// The same as [`fit_many`] with one candidate. Deterministic for a seed.
@@ -360,7 +363,7 @@ pub fn fit(
     rows: &[usize],
     num_classes: usize,
     seed: u64,
-) -> Result<(nn::VarStore, Head)> {
+) -> Result<Fitted> {
     let mut v = fit_many(std::slice::from_ref(c), views, labels, rows, num_classes, seed, &mut |_| {})?;
     Ok(v.remove(0))
 }
@@ -381,7 +384,9 @@ pub fn fit(
 ///   sees the same batches and dropout draws whichever of them it belongs to, and a shorter run is
 ///   a prefix of a longer one; so each member is trained once, for the longest run, and copied out
 ///   after each epoch count the family asks for. This is exact: bit for bit the heads the
-///   candidates would get alone (tested).
+///   candidates would get alone (tested). The members of every family train side by side, one
+///   per core, each with its own ChaCha streams for initialisation, batch order and dropout
+///   (`MlpJob`), so the result does not depend on how the threads interleave.
 pub fn fit_many(
     cands: &[Candidate],
     views: &[Tensor],
@@ -390,7 +395,7 @@ pub fn fit_many(
     num_classes: usize,
     seed: u64,
     done: &mut dyn FnMut(usize),
-) -> Result<Vec<(nn::VarStore, Head)>> {
+) -> Result<Vec<Fitted>> {
     if rows.is_empty() || views.is_empty() {
         return Err(Error::invalid("nothing to fit on"));
     }
@@ -405,7 +410,7 @@ pub fn fit_many(
             None => families.push(vec![i]),
         }
     }
-    let mut out: Vec<Option<(nn::VarStore, Head)>> = (0..cands.len()).map(|_| None).collect();
+    let mut out: Vec<Option<Fitted>> = (0..cands.len()).map(|_| None).collect();
     // linear families one after the other (each is one matrix product a step, on all cores) ...
     for fam in families.iter().filter(|f| cands[f[0]].head.kind == HeadKind::Linear) {
         let members: Vec<Candidate> = fam.iter().map(|&i| cands[i]).collect();
@@ -473,7 +478,7 @@ struct FitContext {
 impl FitContext {
     /// A fresh head of shape `spec` in its own VarStore, initialised from the seed
     /// ([`init_members`]), with the standardisation statistics set where it standardises.
-    fn build(&self, spec: &HeadSpec) -> (nn::VarStore, Head) {
+    fn build(&self, spec: &HeadSpec) -> Fitted {
         let vs = nn::VarStore::new(Device::Cpu);
         let head = Head::with_spec(&(vs.root() / "fc"), spec, HIDDEN, self.num_classes as i64, 0.5);
         init_members(&vs, head.num_members(), self.seed);
@@ -506,9 +511,9 @@ impl FitContext {
     }
 
     /// Linear heads side by side (see [`fit_many`]).
-    fn fit_linear(&self, cands: &[Candidate]) -> Result<Vec<(nn::VarStore, Head)>> {
+    fn fit_linear(&self, cands: &[Candidate]) -> Result<Vec<Fitted>> {
         let c_n = self.num_classes as i64;
-        let heads: Vec<(nn::VarStore, Head)> = cands.iter().map(|c| self.build(&c.head)).collect();
+        let heads: Vec<Fitted> = cands.iter().map(|c| self.build(&c.head)).collect();
         // one block of rows of the weight matrix per (candidate, member), from its initial values
         let mut blocks = Vec::new(); // (candidate, weight variable name prefix)
         let (mut w0, mut b0) = (Vec::new(), Vec::new());
@@ -583,9 +588,9 @@ impl FitContext {
 
     /// The heads of an MLP family (candidates that differ only in epochs and ensemble size, see
     /// [`fit_many`]) and the training of each ensemble member, to run with [`MlpJob::run`].
-    fn mlp_jobs(&self, cands: &[Candidate], family: usize) -> Result<(Vec<(nn::VarStore, Head)>, Vec<MlpJob>)> {
+    fn mlp_jobs(&self, cands: &[Candidate], family: usize) -> Result<(Vec<Fitted>, Vec<MlpJob>)> {
         let c0 = cands[0];
-        let heads: Vec<(nn::VarStore, Head)> = cands.iter().map(|c| self.build(&c.head)).collect();
+        let heads: Vec<Fitted> = cands.iter().map(|c| self.build(&c.head)).collect();
         let max_members = cands.iter().map(|c| c.head.members.max(1)).max().unwrap_or(1);
         let mut stops: Vec<usize> = cands.iter().map(|c| c.epochs.max(1)).collect();
         stops.sort_unstable();
@@ -733,7 +738,7 @@ impl MlpJob {
 
 /// Copies each trained member into every head of the family that stops after that epoch count
 /// and has that member.
-fn copy_members(cands: &[Candidate], heads: &[(nn::VarStore, Head)], runs: &[MemberRun]) {
+fn copy_members(cands: &[Candidate], heads: &[Fitted], runs: &[MemberRun]) {
     for r in runs {
         for (e, vars) in &r.snapshots {
             for (c, (vs, _)) in cands.iter().zip(heads) {
