@@ -514,24 +514,14 @@ impl FitContext {
     fn fit_linear(&self, cands: &[Candidate]) -> Result<Vec<Fitted>> {
         let c_n = self.num_classes as i64;
         let heads: Vec<Fitted> = cands.iter().map(|c| self.build(&c.head)).collect();
-        // one block of rows of the weight matrix per (candidate, member), from its initial values
-        let mut blocks = Vec::new(); // (candidate, weight variable name prefix)
-        let (mut w0, mut b0) = (Vec::new(), Vec::new());
-        for (ci, (vs, head)) in heads.iter().enumerate() {
-            let vars = vs.variables();
-            for m in 0..head.num_members() {
-                let prefix = if head.num_members() == 1 { "fc.lin.".to_string() } else { format!("fc.m{m}.lin.") };
-                let get = |k: &str| {
-                    vars.get(&format!("{prefix}{k}"))
-                        .map(|t| t.detach().copy())
-                        .ok_or_else(|| Error::invalid(format!("linear head lacks {prefix}{k}")))
-                };
-                // from zero: the problem is convex, so the head does not depend on the seed
-                w0.push(get("weight")?.zero_());
-                b0.push(get("bias")?.zero_());
-                blocks.push((ci, prefix));
-            }
-        }
+        // one block of rows of the weight matrix per (candidate, member)
+        let blocks: Vec<(usize, String)> = heads
+            .iter()
+            .enumerate()
+            .flat_map(|(ci, (_, h))| {
+                (0..h.num_members()).map(move |m| (ci, format!("{}lin.", member_prefix(h.num_members(), m))))
+            })
+            .collect();
         let k = blocks.len() as i64;
         let x = Tensor::cat(&self.prepared(&heads[0].1), 0);
         let n = x.size()[0];
@@ -545,7 +535,7 @@ impl FitContext {
             let c = &cands[*ci];
             let w = |cls: usize| if c.balanced { cw[cls] } else { 1.0 };
             let e = c.label_smoothing;
-            let denom: f64 = (0..reps).map(|_| self.y_rows.iter().map(|&y| w(y as usize)).sum::<f64>()).sum();
+            let denom = reps as f64 * self.y_rows.iter().map(|&y| w(y as usize)).sum::<f64>();
             for i in 0..n as usize {
                 let y = self.y_rows[i % self.y_rows.len()] as usize;
                 for cls in 0..self.num_classes {
@@ -558,9 +548,10 @@ impl FitContext {
         let coef = Tensor::from_slice(&coef).view([n, k, c_n]);
         let l2: Vec<f32> = blocks.iter().map(|(ci, _)| cands[*ci].l2 as f32).collect();
         let l2 = Tensor::from_slice(&l2).repeat_interleave_self_int(c_n, 0, None); // per row of w
+        // from zero: the problem is convex, so the head does not depend on the seed
         let vs = nn::VarStore::new(Device::Cpu);
-        let w = vs.root().var_copy("w", &Tensor::cat(&w0, 0));
-        let b = vs.root().var_copy("b", &Tensor::cat(&b0, 0));
+        let w = vs.root().zeros("w", &[k * c_n, crate::model::NUM_FEATURES]);
+        let b = vs.root().zeros("b", &[k * c_n]);
         let mut opt = Adam::new(LINEAR_LR, 0.0);
         for _ in 0..LINEAR_STEPS {
             let logp = x.linear(&w, Some(&b)).view([n, k, c_n]).log_softmax(-1, Kind::Float);
@@ -572,17 +563,18 @@ impl FitContext {
             opt.step(&[&vs])?;
         }
         // copy each block into its candidate's head
-        tch::no_grad(|| {
+        tch::no_grad(|| -> Result<()> {
             for (j, (ci, prefix)) in blocks.iter().enumerate() {
                 let vars = heads[*ci].0.variables();
-                let rows = |t: &Tensor| t.narrow(0, j as i64 * c_n, c_n);
-                if let (Some(dw), Some(db)) = (vars.get(&format!("{prefix}weight")), vars.get(&format!("{prefix}bias")))
-                {
-                    dw.shallow_clone().copy_(&rows(&w));
-                    db.shallow_clone().copy_(&rows(&b));
+                for (name, t) in [("weight", &w), ("bias", &b)] {
+                    let dst = vars
+                        .get(&format!("{prefix}{name}"))
+                        .ok_or_else(|| Error::invalid(format!("linear head lacks {prefix}{name}")))?;
+                    dst.shallow_clone().copy_(&t.narrow(0, j as i64 * c_n, c_n));
                 }
             }
-        });
+            Ok(())
+        })?;
         Ok(heads)
     }
 

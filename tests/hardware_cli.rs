@@ -68,45 +68,35 @@ fn precision_and_device_choices_are_recorded() {
     }
     // explain --adaptive reports the samples it used
     let img = std::fs::read_dir(p("split/val/covid")).unwrap().next().unwrap().unwrap().path();
-    run_ok(
-        bin()
-            .args(["explain", "--method", "lime", "--samples", "120", "--top-labels", "1", "--adaptive", "--model"])
+    let stem = img.file_stem().unwrap().to_string_lossy().into_owned();
+    let explain = |out: &str, args: &[&str]| {
+        let mut c = bin();
+        c.args(["explain", "--method", "lime"])
+            .args(args)
+            .arg("--model")
             .arg(p("f32"))
             .arg(&img)
             .arg("--out")
-            .arg(p("ex"))
-            .env("COVID_CXR_CACHE", p("cache")),
-    );
-    let stem = img.file_stem().unwrap().to_string_lossy().into_owned();
-    let j: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(p("ex").join(format!("{stem}.json"))).unwrap()).unwrap();
+            .arg(p(out))
+            .env("COVID_CXR_CACHE", p("cache"));
+        c
+    };
+    let report = |out: &str| -> serde_json::Value {
+        serde_json::from_slice(&std::fs::read(p(out).join(format!("{stem}.json"))).unwrap()).unwrap()
+    };
+    run_ok(&mut explain("ex", &["--samples", "120", "--top-labels", "1", "--adaptive"]));
+    let j = report("ex");
     let used = j["lime"]["sampling"]["samples_used"].as_u64().unwrap();
     assert!(used > 0 && used <= 120, "{j}");
     assert_eq!(j["lime"]["adaptive"]["top_k"], 5);
     assert_eq!(j["lime"]["adaptive"]["rule"], "unchanged");
     // S-LIME's gap rule: the separation of the top 5 is reported for every round judged
-    run_ok(
-        bin()
-            .args(["explain", "--method", "lime", "--samples", "220", "--top-labels", "1", "--adaptive=gap", "--model"])
-            .arg(p("f32"))
-            .arg(&img)
-            .arg("--out")
-            .arg(p("ex-gap"))
-            .env("COVID_CXR_CACHE", p("cache")),
-    );
-    let j: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(p("ex-gap").join(format!("{stem}.json"))).unwrap()).unwrap();
+    run_ok(&mut explain("ex-gap", &["--samples", "220", "--top-labels", "1", "--adaptive=gap"]));
+    let j = report("ex-gap");
     assert_eq!(j["lime"]["adaptive"]["rule"]["gap"]["z"], 1.645, "{j}");
     let sep = j["lime"]["sampling"]["separation"].as_array().unwrap();
     assert!(!sep.is_empty() && sep[0][0] == 150, "{j}");
     // a rule that does not exist is refused by name
-    let o = bin()
-        .args(["explain", "--method", "lime", "--adaptive=sometimes", "--model"])
-        .arg(p("f32"))
-        .arg(&img)
-        .arg("--out")
-        .arg(p("ex-bad"))
-        .output()
-        .unwrap();
+    let o = explain("ex-bad", &["--adaptive=sometimes"]).output().unwrap();
     assert!(!o.status.success() && String::from_utf8_lossy(&o.stderr).contains("sometimes"));
 }
